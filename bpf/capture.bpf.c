@@ -1,0 +1,1066 @@
+//go:build ignore
+
+// writecap capture: syscall tracepoints only (kprobes, fentry and LSM do not
+// load on the kernels we target). Every change is reported at sys_exit, after
+// the kernel returned success, with the byte count it returned.
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "capture.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AT_FDCWD -100
+#define AT_SYMLINK_NOFOLLOW 0x100
+#define AT_REMOVEDIR 0x200
+#define AT_EMPTY_PATH 0x1000
+#define O_TRUNC 01000
+#define O_CREAT 0100
+#define O_APPEND 02000
+#define O_DSYNC 010000
+#define __O_SYNC 04000000
+#define RWF_DSYNC 0x2
+#define RWF_SYNC 0x4
+#define RWF_APPEND 0x10
+#define S_IFMT 00170000
+#define S_IFREG 0100000
+#define S_IFDIR 0040000
+#define MAP_SHARED 0x01
+#define MAP_SHARED_VALIDATE 0x03
+#define PROT_WRITE 0x2
+#define SYNC_FILE_RANGE_WAIT_AFTER 4
+
+/* Set by the loader. */
+const volatile __u32 self_tgid = 0;
+const volatile __u32 nroots = 0;
+const volatile __u64 max_data = 8 << 20;
+const volatile __u64 wakeup_bytes = 4 << 20;
+const volatile struct root_cfg roots[MAX_ROOTS] = {};
+
+/* Keep these in BTF so bpf2go can generate their Go types. */
+const enum ev_type *unused_ev_type __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+const enum limits *unused_limits __attribute__((unused));
+const enum ev_flag *unused_ev_flag __attribute__((unused));
+const struct ev_write *unused_ev_write __attribute__((unused));
+
+__u64 seq_next = 1;
+__u32 ns_gen = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct loss_key);
+	__type(value, struct loss_val);
+} losses SEC(".maps");
+
+enum wkind { K_WRITE = 1, K_PWRITE, K_WRITEV, K_PWRITEV, K_PWRITEV2, K_COPY, K_COPY_POS };
+
+struct wr_in {
+	__u64 ino;
+	__u64 file;
+	__u64 buf;   /* buffer, iovec array, or the offset pointer of K_COPY_POS */
+	__u64 cnt;   /* bytes, or iovec count */
+	__s64 pos;   /* positional writes */
+	__s64 lo;    /* file position or size at entry */
+	__u64 enter_ns;
+	__u32 kind;
+	__u32 root;
+	__u32 rwf;
+	__u32 fflags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct wr_in);
+} inflight_w SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ev_meta);
+} inflight_m SEC(".maps");
+
+struct open_in {
+	__u64 enter_ns;
+	__u32 flags;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct open_in);
+} inflight_o SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ev_meta);
+} scratch SEC(".maps");
+
+struct fcache_val {
+	__u64 dentry;
+	__u32 gen;
+	__s32 root;
+};
+
+/* Verdict per open file; a rename anywhere bumps ns_gen and so invalidates it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct fcache_val);
+} fcache SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int is_self(void)
+{
+	return (bpf_get_current_pid_tgid() >> 32) == self_tgid;
+}
+
+static __always_inline int dev_protected(__u64 dev)
+{
+	for (__u32 i = 0; i < MAX_ROOTS && i < nroots; i++)
+		if (roots[i].dev == dev)
+			return i;
+	return -1;
+}
+
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *t = (void *)bpf_get_current_task();
+	struct files_struct *files = BPF_CORE_READ(t, files);
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* Index of the protected root at or above d, or -1. */
+static __always_inline int walk_root(struct dentry *d)
+{
+	for (int i = 0; i < MAX_DEPTH; i++) {
+		struct inode *in = BPF_CORE_READ(d, d_inode);
+		__u64 ino = BPF_CORE_READ(in, i_ino);
+		__u64 dev = BPF_CORE_READ(in, i_sb, s_dev);
+
+		for (__u32 r = 0; r < MAX_ROOTS && r < nroots; r++)
+			if (roots[r].ino == ino && roots[r].dev == dev)
+				return r;
+		struct dentry *p = BPF_CORE_READ(d, d_parent);
+		if (!p || p == d)
+			return -1;
+		d = p;
+	}
+	count(CNT_TOO_DEEP);
+	return -1;
+}
+
+static __always_inline int file_root(struct file *f)
+{
+	struct inode *in = BPF_CORE_READ(f, f_inode);
+	__u64 key = (__u64)f;
+
+	if (dev_protected(BPF_CORE_READ(in, i_sb, s_dev)) < 0)
+		return -1;
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	__u32 gen = ns_gen;
+	struct fcache_val *v = bpf_map_lookup_elem(&fcache, &key);
+	if (v && v->dentry == (__u64)d && v->gen == gen)
+		return v->root;
+	struct fcache_val nv = { .dentry = (__u64)d, .gen = gen };
+	nv.root = walk_root(d);
+	bpf_map_update_elem(&fcache, &key, &nv, BPF_ANY);
+	return nv.root;
+}
+
+static __always_inline __u64 file_ino(struct file *f)
+{
+	return BPF_CORE_READ(f, f_inode, i_ino);
+}
+
+static __always_inline void note_loss(__u64 ino, __u32 root, __s64 lo, __s64 hi)
+{
+	struct loss_key k = { .ino = ino, .root = root };
+	struct loss_val *v;
+
+	count(CNT_RING_FULL);
+	v = bpf_map_lookup_elem(&losses, &k);
+	if (!v) {
+		struct loss_val nv = { .lo = lo, .hi = hi, .count = 1 };
+		if (bpf_map_update_elem(&losses, &k, &nv, BPF_NOEXIST) == 0)
+			return;
+		v = bpf_map_lookup_elem(&losses, &k);
+		if (!v) {
+			count(CNT_LOSS_FULL);
+			return;
+		}
+	}
+	if (v->count == 0 || lo < v->lo)
+		v->lo = lo;
+	if (v->count == 0 || hi > v->hi)
+		v->hi = hi;
+	v->count++;
+}
+
+static __always_inline __u64 rb_flags(void)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void stamp(struct ev_hdr *h)
+{
+	h->seq = __sync_fetch_and_add(&seq_next, 1);
+	h->exit_ns = bpf_ktime_get_ns();
+	count(CNT_CAPTURED);
+}
+
+/* ---- writes ---- */
+
+struct wctx {
+	struct ev_hdr h;
+	__s64 off;
+	__s64 lo;
+	__s64 hi;
+	__u64 iov;       /* next struct iovec, or 0 for a plain buffer */
+	__u64 iov_left;  /* iovecs not yet loaded */
+	__u64 base;      /* current user buffer */
+	__u64 left;      /* bytes left in the current buffer */
+	__u64 remaining; /* bytes of the write not yet shipped */
+	__u32 fflags;
+	__u32 failed;
+};
+
+#define DEFINE_EMIT(SZ)                                                          \
+	static __always_inline int emit_##SZ(struct wctx *c, __u32 n)              \
+	{                                                                          \
+		struct ev_write *e = bpf_ringbuf_reserve(&events, sizeof(*e) + SZ, 0); \
+		if (!e)                                                                \
+			return -1;                                                     \
+		if (n > SZ)                                                            \
+			n = SZ;                                                        \
+		e->h = c->h;                                                           \
+		e->off = c->off;                                                       \
+		e->lo = c->lo;                                                         \
+		e->hi = c->hi;                                                         \
+		e->fflags = c->fflags;                                                 \
+		e->len = n;                                                            \
+		if (bpf_probe_read_user((void *)(e + 1), n, (void *)c->base)) {        \
+			/* not resident: user space reads these bytes back */          \
+			e->h.flags |= EVF_DIRTY;                                       \
+			e->len = 0;                                                    \
+			e->lo = c->off;                                                \
+			e->hi = c->off + n;                                            \
+		}                                                                      \
+		if (c->remaining == n)                                                 \
+			e->h.flags |= EVF_LAST;                                        \
+		stamp(&e->h);                                                          \
+		bpf_ringbuf_submit(e, rb_flags());                                     \
+		return 0;                                                              \
+	}
+
+DEFINE_EMIT(CHUNK_S)
+DEFINE_EMIT(CHUNK_M)
+DEFINE_EMIT(CHUNK_L)
+
+static long write_chunk(__u64 i, void *arg)
+{
+	struct wctx *c = arg;
+	struct iovec v;
+
+	if (c->remaining == 0)
+		return 1;
+	if (c->left == 0) {
+		if (!c->iov || c->iov_left == 0) {
+			c->failed = 1;
+			return 1;
+		}
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)c->iov)) {
+			c->failed = 1;
+			return 1;
+		}
+		c->iov += sizeof(v);
+		c->iov_left--;
+		c->base = (__u64)v.iov_base;
+		c->left = v.iov_len;
+		return 0;
+	}
+	__u64 n = c->left;
+	if (n > c->remaining)
+		n = c->remaining;
+	if (n > CHUNK_L)
+		n = CHUNK_L;
+	int err;
+	if (n <= CHUNK_S)
+		err = emit_CHUNK_S(c, n);
+	else if (n <= CHUNK_M)
+		err = emit_CHUNK_M(c, n);
+	else
+		err = emit_CHUNK_L(c, n);
+	if (err) {
+		c->failed = 1;
+		return 1;
+	}
+	c->base += n;
+	c->left -= n;
+	c->remaining -= n;
+	c->off += n;
+	return 0;
+}
+
+static __always_inline int write_enter(int kind, int fd, __u64 buf, __u64 cnt, __s64 pos, __u32 rwf)
+{
+	if (is_self())
+		return 0;
+	struct file *f = fd_file(fd);
+	if (!f)
+		return 0;
+	struct inode *in = BPF_CORE_READ(f, f_inode);
+	if ((BPF_CORE_READ(in, i_mode) & S_IFMT) != S_IFREG)
+		return 0;
+	int root = file_root(f);
+	if (root < 0)
+		return 0;
+
+	__u64 id = bpf_get_current_pid_tgid();
+	struct wr_in w = {
+		.ino = BPF_CORE_READ(in, i_ino),
+		.file = (__u64)f,
+		.buf = buf,
+		.cnt = cnt,
+		.pos = pos,
+		.enter_ns = bpf_ktime_get_ns(),
+		.kind = kind,
+		.root = root,
+		.rwf = rwf,
+		.fflags = BPF_CORE_READ(f, f_flags),
+	};
+	if ((w.fflags & O_APPEND) || (rwf & RWF_APPEND))
+		w.lo = BPF_CORE_READ(in, i_size);
+	else
+		w.lo = BPF_CORE_READ(f, f_pos);
+	if (bpf_map_update_elem(&inflight_w, &id, &w, BPF_ANY)) {
+		count(CNT_INFLIGHT_FULL);
+		note_loss(w.ino, root, 0, 0x7fffffffffffffffLL);
+	}
+	return 0;
+}
+
+static __always_inline int write_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct wr_in *w = bpf_map_lookup_elem(&inflight_w, &id);
+	if (!w)
+		return 0;
+	if (ret <= 0)
+		goto out;
+
+	struct file *f = (void *)w->file;
+	struct inode *in = BPF_CORE_READ(f, f_inode);
+	struct wctx c = {};
+	int positional = 0, append = (w->fflags & O_APPEND) || (w->rwf & RWF_APPEND);
+
+	switch (w->kind) {
+	case K_PWRITE:
+	case K_PWRITEV:
+		positional = 1;
+		break;
+	case K_PWRITEV2:
+		positional = w->pos != -1;
+		break;
+	}
+	if (append) {
+		/* O_APPEND wins even over pwrite's offset. */
+		c.off = BPF_CORE_READ(in, i_size) - ret;
+		c.lo = w->lo < c.off ? w->lo : c.off;
+		c.hi = BPF_CORE_READ(in, i_size);
+	} else if (positional) {
+		c.off = w->pos;
+		c.lo = c.off;
+		c.hi = c.off + ret;
+	} else if (w->kind == K_COPY_POS) {
+		__s64 after = 0;
+		bpf_probe_read_user(&after, sizeof(after), (void *)w->buf);
+		c.off = after - ret;
+		c.lo = c.off;
+		c.hi = after;
+	} else {
+		__s64 fpos = BPF_CORE_READ(f, f_pos);
+		c.off = fpos - ret;
+		c.lo = w->lo < c.off ? w->lo : c.off;
+		c.hi = fpos > c.off + ret ? fpos : c.off + ret;
+	}
+
+	c.h.enter_ns = w->enter_ns;
+	c.h.ino = w->ino;
+	c.h.type = EV_WRITE;
+	c.h.root = w->root;
+	c.h.tgid = id >> 32;
+	c.fflags = w->fflags;
+	if ((w->fflags & (O_DSYNC | __O_SYNC)) || (w->rwf & (RWF_SYNC | RWF_DSYNC)))
+		c.h.flags |= EVF_SYNC;
+
+	if (w->kind == K_COPY || w->kind == K_COPY_POS || (__u64)ret > max_data) {
+		struct ev_write *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			note_loss(w->ino, w->root, c.lo, c.hi);
+			goto out;
+		}
+		e->h = c.h;
+		e->h.flags |= EVF_DIRTY | EVF_LAST;
+		e->off = c.off;
+		e->lo = c.lo;
+		e->hi = c.hi;
+		e->len = 0;
+		e->fflags = c.fflags;
+		stamp(&e->h);
+		bpf_ringbuf_submit(e, rb_flags());
+		goto out;
+	}
+
+	c.remaining = ret;
+	if (w->kind == K_WRITEV || w->kind == K_PWRITEV || w->kind == K_PWRITEV2) {
+		c.iov = w->buf;
+		c.iov_left = w->cnt;
+	} else {
+		c.base = w->buf;
+		c.left = ret;
+	}
+	bpf_loop(8192, write_chunk, &c, 0);
+	if (c.remaining)
+		note_loss(w->ino, w->root, c.off, c.off + c.remaining);
+out:
+	bpf_map_delete_elem(&inflight_w, &id);
+	return 0;
+}
+
+#define ARG(i) (ctx->args[i])
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return write_enter(K_WRITE, ARG(0), ARG(1), ARG(2), 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pwrite64")
+int enter_pwrite64(struct trace_event_raw_sys_enter *ctx)
+{
+	return write_enter(K_PWRITE, ARG(0), ARG(1), ARG(2), ARG(3), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int enter_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	return write_enter(K_WRITEV, ARG(0), ARG(1), ARG(2), 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pwritev")
+int enter_pwritev(struct trace_event_raw_sys_enter *ctx)
+{
+	return write_enter(K_PWRITEV, ARG(0), ARG(1), ARG(2), ARG(3), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pwritev2")
+int enter_pwritev2(struct trace_event_raw_sys_enter *ctx)
+{
+	return write_enter(K_PWRITEV2, ARG(0), ARG(1), ARG(2), ARG(3), ARG(5));
+}
+
+/* copy_file_range(in, off_in, out, off_out, len, flags) */
+SEC("tracepoint/syscalls/sys_enter_copy_file_range")
+int enter_copy_file_range(struct trace_event_raw_sys_enter *ctx)
+{
+	return write_enter(ARG(3) ? K_COPY_POS : K_COPY, ARG(2), ARG(3), 0, 0, 0);
+}
+
+/* splice(in, off_in, out, off_out, len, flags) */
+SEC("tracepoint/syscalls/sys_enter_splice")
+int enter_splice(struct trace_event_raw_sys_enter *ctx)
+{
+	return write_enter(ARG(3) ? K_COPY_POS : K_COPY, ARG(2), ARG(3), 0, 0, 0);
+}
+
+/* sendfile(out, in, offset, count): writes at out's file position */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+{
+	return write_enter(K_COPY, ARG(0), 0, 0, 0, 0);
+}
+
+#define WRITE_EXIT(name)                                        \
+	SEC("tracepoint/syscalls/sys_exit_" #name)              \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)   \
+	{                                                       \
+		return write_exit(ctx->ret);                    \
+	}
+
+WRITE_EXIT(write)
+WRITE_EXIT(pwrite64)
+WRITE_EXIT(writev)
+WRITE_EXIT(pwritev)
+WRITE_EXIT(pwritev2)
+WRITE_EXIT(copy_file_range)
+WRITE_EXIT(splice)
+WRITE_EXIT(sendfile64)
+
+/* ---- opens that create or truncate ---- */
+
+static __always_inline int open_enter(__u32 flags)
+{
+	if (is_self() || !(flags & (O_CREAT | O_TRUNC)))
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct open_in o = { .enter_ns = bpf_ktime_get_ns(), .flags = flags };
+	if (bpf_map_update_elem(&inflight_o, &id, &o, BPF_ANY))
+		count(CNT_INFLIGHT_FULL);
+	return 0;
+}
+
+static __always_inline int open_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct open_in *o = bpf_map_lookup_elem(&inflight_o, &id);
+	if (!o)
+		return 0;
+	if (ret < 0)
+		goto out;
+	struct file *f = fd_file(ret);
+	if (!f)
+		goto out;
+	struct inode *in = BPF_CORE_READ(f, f_inode);
+	__u32 mode = BPF_CORE_READ(in, i_mode);
+	if ((mode & S_IFMT) != S_IFREG)
+		goto out;
+	if (dev_protected(BPF_CORE_READ(in, i_sb, s_dev)) < 0)
+		goto out;
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	int root = walk_root(parent);
+	if (root < 0)
+		goto out;
+	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_META_LOST);
+		note_loss(BPF_CORE_READ(in, i_ino), root, 0, 0x7fffffffffffffffLL);
+		goto out;
+	}
+	e->h.enter_ns = o->enter_ns;
+	e->h.ino = BPF_CORE_READ(in, i_ino);
+	e->h.type = EV_OPEN;
+	e->h.root = root;
+	e->h.tgid = id >> 32;
+	e->h.flags = EVF_FD;
+	e->dir_ino = BPF_CORE_READ(parent, d_inode, i_ino);
+	e->dir2_ino = 0;
+	e->a = BPF_CORE_READ(in, i_size);
+	e->b = e->c = e->d = 0;
+	e->mode = mode;
+	e->uid = BPF_CORE_READ(in, i_uid.val);
+	e->gid = BPF_CORE_READ(in, i_gid.val);
+	e->at_flags = o->flags;
+	e->root2 = NO_ROOT;
+	e->pad = 0;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	bpf_probe_read_kernel_str(e->path1, PATH_LEN, name);
+	e->path2[0] = 0;
+	stamp(&e->h);
+	bpf_ringbuf_submit(e, rb_flags());
+out:
+	bpf_map_delete_elem(&inflight_o, &id);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int enter_open(struct trace_event_raw_sys_enter *ctx) { return open_enter(ARG(1)); }
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int enter_openat(struct trace_event_raw_sys_enter *ctx) { return open_enter(ARG(2)); }
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int enter_creat(struct trace_event_raw_sys_enter *ctx) { return open_enter(O_CREAT | O_TRUNC); }
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int enter_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 flags = 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)ARG(2));
+	return open_enter(flags);
+}
+
+#define OPEN_EXIT(name)                                         \
+	SEC("tracepoint/syscalls/sys_exit_" #name)              \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)   \
+	{                                                       \
+		return open_exit(ctx->ret);                     \
+	}
+
+OPEN_EXIT(open)
+OPEN_EXIT(openat)
+OPEN_EXIT(creat)
+OPEN_EXIT(openat2)
+
+/* ---- metadata and namespace ---- */
+
+static __always_inline struct ev_meta *meta_start(__u32 type)
+{
+	__u32 zero = 0;
+	struct ev_meta *m = bpf_map_lookup_elem(&scratch, &zero);
+	if (!m)
+		return NULL;
+	m->h.seq = 0;
+	m->h.enter_ns = bpf_ktime_get_ns();
+	m->h.exit_ns = 0;
+	m->h.ino = 0;
+	m->h.type = type;
+	m->h.root = NO_ROOT;
+	m->h.tgid = bpf_get_current_pid_tgid() >> 32;
+	m->h.flags = 0;
+	m->dir_ino = m->dir2_ino = 0;
+	m->a = m->b = m->c = m->d = 0;
+	m->mode = m->uid = m->gid = m->at_flags = 0;
+	m->root2 = NO_ROOT;
+	m->pad = 0;
+	m->path1[0] = 0;
+	m->path2[0] = 0;
+	return m;
+}
+
+static __always_inline int meta_save(struct ev_meta *m)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (bpf_map_update_elem(&inflight_m, &id, m, BPF_ANY)) {
+		count(CNT_INFLIGHT_FULL);
+		count(CNT_META_LOST);
+	}
+	return 0;
+}
+
+/* Matches an absolute path against the roots' paths. */
+static __always_inline int match_abs(const char *p)
+{
+	for (__u32 r = 0; r < MAX_ROOTS && r < nroots; r++) {
+		__u32 len = roots[r].len;
+		__u32 i;
+		if (len == 0 || len >= PATH_LEN)
+			continue;
+		for (i = 0; i < PATH_LEN - 1; i++) {
+			if (i >= len)
+				break;
+			if (p[i] != roots[r].path[i])
+				break;
+		}
+		if (i != len)
+			continue;
+		char next = p[len & (PATH_LEN - 1)];
+		if (next == '/' || next == 0)
+			return r;
+	}
+	return -1;
+}
+
+static __always_inline struct dentry *base_dentry(int dfd)
+{
+	if (dfd == AT_FDCWD) {
+		struct task_struct *t = (void *)bpf_get_current_task();
+		return BPF_CORE_READ(t, fs, pwd.dentry);
+	}
+	struct file *f = fd_file(dfd);
+	if (!f)
+		return NULL;
+	return BPF_CORE_READ(f, f_path.dentry);
+}
+
+/*
+ * Copies a user path into dst and decides its root. Relative paths are
+ * judged by their base directory; *dir_ino receives the base's inode.
+ */
+static __always_inline int path_root(int dfd, const char *up, char *dst, __u64 *dir_ino, __u32 *flags)
+{
+	long n = bpf_probe_read_user_str(dst, PATH_LEN, up);
+	if (n < 0)
+		return -1;
+	if (n >= PATH_LEN)
+		*flags |= EVF_PATH_TRUNC;
+	if (dst[0] == '/') {
+		*dir_ino = 0;
+		return match_abs(dst);
+	}
+	struct dentry *d = base_dentry(dfd);
+	if (!d)
+		return -1;
+	if (dev_protected(BPF_CORE_READ(d, d_inode, i_sb, s_dev)) < 0)
+		return -1;
+	*dir_ino = BPF_CORE_READ(d, d_inode, i_ino);
+	int r = walk_root(d);
+	if (r < 0 && dst[0] == '.' && dst[1] == '.') {
+		*flags |= EVF_BASE_OUTSIDE;
+		return MAX_ROOTS;
+	}
+	return r;
+}
+
+/* One path argument. */
+static __always_inline int path1_enter(__u32 type, int dfd, const char *p, __u32 at_flags, __u32 mode)
+{
+	if (is_self())
+		return 0;
+	struct ev_meta *m = meta_start(type);
+	if (!m)
+		return 0;
+	m->at_flags = at_flags;
+	m->mode = mode;
+	if ((at_flags & AT_EMPTY_PATH)) {
+		char c = 0;
+		bpf_probe_read_user(&c, 1, p);
+		if (c == 0) {
+			struct file *f = fd_file(dfd);
+			if (!f)
+				return 0;
+			int root = file_root(f);
+			if (root < 0)
+				return 0;
+			m->h.root = root;
+			m->h.ino = file_ino(f);
+			m->h.flags |= EVF_FD;
+			return meta_save(m);
+		}
+	}
+	int root = path_root(dfd, p, m->path1, &m->dir_ino, &m->h.flags);
+	if (root < 0)
+		return 0;
+	m->h.root = root;
+	if (at_flags & AT_SYMLINK_NOFOLLOW)
+		m->h.flags |= EVF_NOFOLLOW;
+	return meta_save(m);
+}
+
+/* Two path arguments: rename, link, symlink (path1 is then the target text). */
+static __always_inline int path2_enter(__u32 type, int dfd1, const char *p1, int dfd2, const char *p2, __u32 at_flags)
+{
+	if (is_self())
+		return 0;
+	struct ev_meta *m = meta_start(type);
+	if (!m)
+		return 0;
+	m->at_flags = at_flags;
+	int r1 = -1;
+	if (type == EV_SYMLINK) {
+		if (bpf_probe_read_user_str(m->path1, PATH_LEN, p1) >= PATH_LEN)
+			m->h.flags |= EVF_PATH_TRUNC;
+	} else if ((at_flags & AT_EMPTY_PATH) && type == EV_LINK) {
+		struct file *f = fd_file(dfd1);
+		if (f) {
+			r1 = file_root(f);
+			m->h.ino = file_ino(f);
+			m->h.flags |= EVF_EMPTY_PATH;
+		}
+	} else {
+		r1 = path_root(dfd1, p1, m->path1, &m->dir_ino, &m->h.flags);
+	}
+	int r2 = path_root(dfd2, p2, m->path2, &m->dir2_ino, &m->h.flags);
+	if (r1 < 0 && r2 < 0)
+		return 0;
+	m->h.root = r1 < 0 ? NO_ROOT : r1;
+	m->root2 = r2 < 0 ? NO_ROOT : r2;
+	return meta_save(m);
+}
+
+/* An operation on an open descriptor. */
+static __always_inline int fd_enter(__u32 type, int fd, __s64 a, __s64 b, __u32 mode)
+{
+	if (is_self())
+		return 0;
+	struct file *f = fd_file(fd);
+	if (!f)
+		return 0;
+	int root;
+	if (type == EV_SYNCFS)
+		root = dev_protected(BPF_CORE_READ(f, f_inode, i_sb, s_dev));
+	else
+		root = file_root(f);
+	if (root < 0)
+		return 0;
+	struct ev_meta *m = meta_start(type);
+	if (!m)
+		return 0;
+	m->h.root = root;
+	m->h.ino = file_ino(f);
+	m->h.flags = EVF_FD;
+	m->a = a;
+	m->b = b;
+	m->mode = mode;
+	return meta_save(m);
+}
+
+static __always_inline int meta_exit(long ret, int mmap)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ev_meta *in = bpf_map_lookup_elem(&inflight_m, &id);
+	if (!in)
+		return 0;
+	if (mmap ? (ret < 0 && ret > -4096) : ret != 0)
+		goto out;
+	if (in->h.type == EV_RENAME)
+		__sync_fetch_and_add(&ns_gen, 1);
+	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_RING_FULL);
+		count(CNT_META_LOST);
+		goto out;
+	}
+	bpf_probe_read_kernel(e, sizeof(*e), in);
+	stamp(&e->h);
+	bpf_ringbuf_submit(e, rb_flags());
+out:
+	bpf_map_delete_elem(&inflight_m, &id);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mkdir")
+int enter_mkdir(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_MKDIR, AT_FDCWD, (void *)ARG(0), 0, ARG(1)); }
+
+SEC("tracepoint/syscalls/sys_enter_mkdirat")
+int enter_mkdirat(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_MKDIR, ARG(0), (void *)ARG(1), 0, ARG(2)); }
+
+SEC("tracepoint/syscalls/sys_enter_rmdir")
+int enter_rmdir(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_RMDIR, AT_FDCWD, (void *)ARG(0), AT_SYMLINK_NOFOLLOW, 0); }
+
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int enter_unlink(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_UNLINK, AT_FDCWD, (void *)ARG(0), AT_SYMLINK_NOFOLLOW, 0); }
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 fl = ARG(2);
+	return path1_enter(fl & AT_REMOVEDIR ? EV_RMDIR : EV_UNLINK, ARG(0), (void *)ARG(1), AT_SYMLINK_NOFOLLOW, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_truncate")
+int enter_truncate(struct trace_event_raw_sys_enter *ctx)
+{
+	int r = path1_enter(EV_TRUNCATE, AT_FDCWD, (void *)ARG(0), 0, 0);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ev_meta *m = bpf_map_lookup_elem(&inflight_m, &id);
+	if (m && m->h.type == EV_TRUNCATE)
+		m->a = ARG(1);
+	return r;
+}
+
+SEC("tracepoint/syscalls/sys_enter_chmod")
+int enter_chmod(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_CHMOD, AT_FDCWD, (void *)ARG(0), 0, ARG(1)); }
+
+SEC("tracepoint/syscalls/sys_enter_fchmodat")
+int enter_fchmodat(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_CHMOD, ARG(0), (void *)ARG(1), 0, ARG(2)); }
+
+SEC("tracepoint/syscalls/sys_enter_fchmodat2")
+int enter_fchmodat2(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_CHMOD, ARG(0), (void *)ARG(1), ARG(3), ARG(2)); }
+
+static __always_inline int chown_enter(int dfd, const char *p, __u32 uid, __u32 gid, __u32 at)
+{
+	int r = path1_enter(EV_CHOWN, dfd, p, at, 0);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ev_meta *m = bpf_map_lookup_elem(&inflight_m, &id);
+	if (m && m->h.type == EV_CHOWN) {
+		m->uid = uid;
+		m->gid = gid;
+	}
+	return r;
+}
+
+SEC("tracepoint/syscalls/sys_enter_chown")
+int enter_chown(struct trace_event_raw_sys_enter *ctx) { return chown_enter(AT_FDCWD, (void *)ARG(0), ARG(1), ARG(2), 0); }
+
+SEC("tracepoint/syscalls/sys_enter_lchown")
+int enter_lchown(struct trace_event_raw_sys_enter *ctx) { return chown_enter(AT_FDCWD, (void *)ARG(0), ARG(1), ARG(2), AT_SYMLINK_NOFOLLOW); }
+
+SEC("tracepoint/syscalls/sys_enter_fchownat")
+int enter_fchownat(struct trace_event_raw_sys_enter *ctx) { return chown_enter(ARG(0), (void *)ARG(1), ARG(2), ARG(3), ARG(4)); }
+
+SEC("tracepoint/syscalls/sys_enter_fchown")
+int enter_fchown(struct trace_event_raw_sys_enter *ctx)
+{
+	int r = fd_enter(EV_CHOWN, ARG(0), 0, 0, 0);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ev_meta *m = bpf_map_lookup_elem(&inflight_m, &id);
+	if (m && m->h.type == EV_CHOWN) {
+		m->uid = ARG(1);
+		m->gid = ARG(2);
+	}
+	return r;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchmod")
+int enter_fchmod(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_CHMOD, ARG(0), 0, 0, ARG(1)); }
+
+SEC("tracepoint/syscalls/sys_enter_ftruncate")
+int enter_ftruncate(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_TRUNCATE, ARG(0), ARG(1), 0, 0); }
+
+SEC("tracepoint/syscalls/sys_enter_fallocate")
+int enter_fallocate(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_FALLOCATE, ARG(0), ARG(2), ARG(3), ARG(1)); }
+
+SEC("tracepoint/syscalls/sys_enter_fsync")
+int enter_fsync(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_FSYNC, ARG(0), 0, 0, 0); }
+
+SEC("tracepoint/syscalls/sys_enter_fdatasync")
+int enter_fdatasync(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_FSYNC, ARG(0), 0, 0, 0); }
+
+SEC("tracepoint/syscalls/sys_enter_sync_file_range")
+int enter_sync_file_range(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!(ARG(3) & SYNC_FILE_RANGE_WAIT_AFTER))
+		return 0;
+	return fd_enter(EV_FSYNC, ARG(0), ARG(1), ARG(2), 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_syncfs")
+int enter_syncfs(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_SYNCFS, ARG(0), 0, 0, 0); }
+
+SEC("tracepoint/syscalls/sys_enter_sync")
+int enter_sync(struct trace_event_raw_sys_enter *ctx)
+{
+	if (is_self())
+		return 0;
+	struct ev_meta *m = meta_start(EV_SYNC);
+	if (!m)
+		return 0;
+	return meta_save(m);
+}
+
+SEC("tracepoint/syscalls/sys_enter_msync")
+int enter_msync(struct trace_event_raw_sys_enter *ctx)
+{
+	if (is_self())
+		return 0;
+	struct ev_meta *m = meta_start(EV_MSYNC);
+	if (!m)
+		return 0;
+	return meta_save(m);
+}
+
+/* mmap(addr, len, prot, flags, fd, off): stores through it are invisible. */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int enter_mmap(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 prot = ARG(2), fl = ARG(3);
+	if (!(prot & PROT_WRITE) || (fl & MAP_SHARED_VALIDATE) == 0 || (fl & MAP_SHARED_VALIDATE) == 0x02)
+		return 0;
+	return fd_enter(EV_MMAP, ARG(4), 0, 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_utimensat")
+int enter_utimensat(struct trace_event_raw_sys_enter *ctx)
+{
+	const char *p = (void *)ARG(1);
+	int r;
+	if (!p)
+		r = fd_enter(EV_UTIMES, ARG(0), 0, 0, 0);
+	else
+		r = path1_enter(EV_UTIMES, ARG(0), p, ARG(3), 0);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ev_meta *m = bpf_map_lookup_elem(&inflight_m, &id);
+	if (!m || m->h.type != EV_UTIMES)
+		return r;
+	struct { __s64 sec, nsec; } ts[2] = {};
+	if (ARG(2)) {
+		bpf_probe_read_user(ts, sizeof(ts), (void *)ARG(2));
+	} else {
+		ts[0].nsec = ts[1].nsec = (1l << 30) - 1; /* UTIME_NOW */
+	}
+	m->a = ts[0].sec;
+	m->b = ts[0].nsec;
+	m->c = ts[1].sec;
+	m->d = ts[1].nsec;
+	return r;
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int enter_rename(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_RENAME, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int enter_renameat(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_RENAME, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), 0); }
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int enter_renameat2(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_RENAME, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), ARG(4)); }
+
+SEC("tracepoint/syscalls/sys_enter_link")
+int enter_link(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_LINK, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
+
+SEC("tracepoint/syscalls/sys_enter_linkat")
+int enter_linkat(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_LINK, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), ARG(4)); }
+
+SEC("tracepoint/syscalls/sys_enter_symlink")
+int enter_symlink(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_SYMLINK, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
+
+SEC("tracepoint/syscalls/sys_enter_symlinkat")
+int enter_symlinkat(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_SYMLINK, AT_FDCWD, (void *)ARG(0), ARG(1), (void *)ARG(2), 0); }
+
+#define META_EXIT(name, mm)                                     \
+	SEC("tracepoint/syscalls/sys_exit_" #name)              \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)   \
+	{                                                       \
+		return meta_exit(ctx->ret, mm);                 \
+	}
+
+META_EXIT(mkdir, 0)
+META_EXIT(mkdirat, 0)
+META_EXIT(rmdir, 0)
+META_EXIT(unlink, 0)
+META_EXIT(unlinkat, 0)
+META_EXIT(truncate, 0)
+META_EXIT(chmod, 0)
+META_EXIT(fchmodat, 0)
+META_EXIT(fchmodat2, 0)
+META_EXIT(chown, 0)
+META_EXIT(lchown, 0)
+META_EXIT(fchownat, 0)
+META_EXIT(fchown, 0)
+META_EXIT(fchmod, 0)
+META_EXIT(ftruncate, 0)
+META_EXIT(fallocate, 0)
+META_EXIT(fsync, 0)
+META_EXIT(fdatasync, 0)
+META_EXIT(sync_file_range, 0)
+META_EXIT(syncfs, 0)
+META_EXIT(sync, 0)
+META_EXIT(msync, 0)
+META_EXIT(mmap, 1)
+META_EXIT(utimensat, 0)
+META_EXIT(rename, 0)
+META_EXIT(renameat, 0)
+META_EXIT(renameat2, 0)
+META_EXIT(link, 0)
+META_EXIT(linkat, 0)
+META_EXIT(symlink, 0)
+META_EXIT(symlinkat, 0)

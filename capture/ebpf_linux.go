@@ -1,0 +1,198 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/bpf"
+)
+
+const tracefs = "/sys/kernel/tracing"
+
+// kernel is the loaded and attached BPF side of a Source.
+type kernel struct {
+	coll   *ebpf.Collection
+	links  []link.Link
+	ring   *ringbuf.Reader
+	counts *ebpf.Map
+	loss   *ebpf.Map
+}
+
+var _ ring = (*kernel)(nil)
+
+// ensureTracefs mounts tracefs when the boot did not: tracepoint attachment
+// needs its event ids.
+func ensureTracefs() error {
+	if _, err := os.Stat(filepath.Join(tracefs, "events")); err == nil {
+		return nil
+	}
+	if err := unix.Mount("nodev", tracefs, "tracefs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("capture: mount tracefs on %s: %w", tracefs, err)
+	}
+	return nil
+}
+
+// kernelDev converts a stat(2) device number to the kernel's internal dev_t,
+// which is what BPF reads from super_block.s_dev.
+func kernelDev(dev uint64) uint64 {
+	return uint64(unix.Major(dev))<<20 | uint64(unix.Minor(dev))
+}
+
+func loadKernel(roots []string, cfg Config) (*kernel, error) {
+	if len(roots) == 0 || len(roots) > maxRoots {
+		return nil, fmt.Errorf("capture: %d roots given, between 1 and %d supported", len(roots), maxRoots)
+	}
+	if err := ensureTracefs(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("capture: remove memlock limit: %w", err)
+	}
+	spec, err := bpf.LoadCapture()
+	if err != nil {
+		return nil, fmt.Errorf("capture: load BPF spec: %w", err)
+	}
+	var rc [maxRoots]bpf.CaptureRootCfg
+	for i, r := range roots {
+		var st unix.Stat_t
+		if err := unix.Stat(r, &st); err != nil {
+			return nil, fmt.Errorf("capture: root %s: %w", r, err)
+		}
+		if len(r) >= len(rc[i].Path) {
+			return nil, fmt.Errorf("capture: root %s: path longer than %d bytes", r, len(rc[i].Path)-1)
+		}
+		rc[i].Dev = kernelDev(st.Dev)
+		rc[i].Ino = st.Ino
+		rc[i].Len = uint32(len(r))
+		for j := 0; j < len(r); j++ {
+			rc[i].Path[j] = int8(r[j])
+		}
+	}
+	set := map[string]any{
+		"self_tgid":    uint32(os.Getpid()),
+		"nroots":       uint32(len(roots)),
+		"max_data":     uint64(cfg.MaxData),
+		"wakeup_bytes": uint64(cfg.RingSize / 4),
+		"roots":        rc,
+	}
+	for name, v := range set {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("capture: set %s: %w", name, err)
+		}
+	}
+	spec.Maps["events"].MaxEntries = uint32(cfg.RingSize)
+
+	k := &kernel{}
+	if k.coll, err = ebpf.NewCollection(spec); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("capture: BPF verifier rejected the programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("capture: load BPF programs (root and a kernel with BTF are required): %w", err)
+	}
+	if err := k.attach(spec); err != nil {
+		k.Close()
+		return nil, err
+	}
+	k.counts, k.loss = k.coll.Maps["counters"], k.coll.Maps["losses"]
+	k.ring, err = ringbuf.NewReader(k.coll.Maps["events"])
+	if err != nil {
+		k.Close()
+		return nil, fmt.Errorf("capture: open ring buffer: %w", err)
+	}
+	return k, nil
+}
+
+func (k *kernel) attach(spec *ebpf.CollectionSpec) error {
+	for name, ps := range spec.Programs {
+		group, tp, ok := strings.Cut(strings.TrimPrefix(ps.SectionName, "tracepoint/"), "/")
+		if !ok {
+			return fmt.Errorf("capture: program %s: unexpected section %q", name, ps.SectionName)
+		}
+		prog := k.coll.Programs[name]
+		if prog == nil {
+			return fmt.Errorf("capture: program %s not loaded", name)
+		}
+		l, err := link.Tracepoint(group, tp, prog, nil)
+		if err != nil {
+			return fmt.Errorf("capture: attach %s/%s: %w", group, tp, err)
+		}
+		k.links = append(k.links, l)
+	}
+	return nil
+}
+
+func (k *kernel) read(buf []byte, deadline time.Time) ([]byte, error) {
+	k.ring.SetDeadline(deadline)
+	rec := ringbuf.Record{RawSample: buf}
+	err := k.ring.ReadInto(&rec)
+	return rec.RawSample, err
+}
+
+func (k *kernel) flush() error { return k.ring.Flush() }
+
+func (k *kernel) counters() ([cntMax]uint64, error) {
+	var out [cntMax]uint64
+	var per []uint64
+	for i := uint32(0); i < uint32(cntMax); i++ {
+		if err := k.counts.Lookup(i, &per); err != nil {
+			return out, fmt.Errorf("capture: read counter %d: %w", i, err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// losses returns the merged per-CPU loss ranges by inode.
+func (k *kernel) losses(fn func(key lossKey, lo, hi int64, count uint64)) error {
+	var (
+		key bpf.CaptureLossKey
+		per []bpf.CaptureLossVal
+	)
+	it := k.loss.Iterate()
+	for it.Next(&key, &per) {
+		var lo, hi int64
+		var n uint64
+		for _, v := range per {
+			if v.Count == 0 {
+				continue
+			}
+			if n == 0 || v.Lo < lo {
+				lo = v.Lo
+			}
+			if n == 0 || v.Hi > hi {
+				hi = v.Hi
+			}
+			n += v.Count
+		}
+		if n > 0 {
+			fn(key, lo, hi, n)
+		}
+	}
+	return it.Err()
+}
+
+func (k *kernel) Close() error {
+	for _, l := range k.links {
+		l.Close()
+	}
+	if k.ring != nil {
+		k.ring.Close()
+	}
+	if k.coll != nil {
+		k.coll.Close()
+	}
+	return nil
+}

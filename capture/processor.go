@@ -1,0 +1,210 @@
+package capture
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/journal"
+)
+
+const (
+	// flushBytes bounds the data held in one call to the sink.
+	flushBytes = 8 << 20
+	// reconcileAfter forces a pending reconciliation even while events keep
+	// arriving, so a busy tree is not left differing for long.
+	reconcileAfter = 100000
+	toEOF          = math.MaxInt64
+)
+
+// processor owns the model of the tree and turns ordered events into
+// records. It runs in one goroutine.
+type processor struct {
+	s    *Source
+	log  *slog.Logger
+	root string
+	sink Sink
+	t    *tree
+
+	seq      uint64
+	out      []journal.Record
+	outBytes int
+	held     []*evbuf // samples whose bytes records in out still point into
+	recycle  func(*evbuf)
+
+	races    raceTable
+	ns       nsRaces
+	mapped   map[uint64]bool
+	deferred map[uint64]span // dirty ranges whose file has no readable path yet
+
+	reconcileWhy   string // non-empty: a reconciliation is due
+	reconcileFull  bool
+	pendingSince   uint64
+	sawRepair      bool
+	lastCounts     [cntMax]uint64
+	lossSeen       map[lossID]uint64
+	unknownDirIno  map[*node]bool
+	warnedTooDeep  bool
+}
+
+type lossID struct {
+	ino  uint64
+	root uint32
+}
+
+func newProcessor(s *Source, sink Sink) (*processor, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(s.root, &st); err != nil {
+		return nil, fmt.Errorf("capture: root %s: %w", s.root, err)
+	}
+	return &processor{
+		s: s, log: s.cfg.Logger, root: s.root, sink: sink, t: newTree(st.Ino),
+		races: newRaceTable(), mapped: map[uint64]bool{}, deferred: map[uint64]span{},
+		lossSeen: map[lossID]uint64{}, unknownDirIno: map[*node]bool{},
+	}, nil
+}
+
+// initial sends the whole tree as it is now. Capture is already running, so
+// whatever changes during the walk follows as events.
+func (p *processor) initial() error {
+	p.s.stats.reconciles.Add(1)
+	if err := p.reconcile(true); err != nil {
+		return err
+	}
+	return p.flush()
+}
+
+func (p *processor) loop(r *reader) error {
+	p.recycle = r.put
+	for it := range r.out {
+		switch {
+		case it.ev != nil:
+			if err := p.event(it.ev); err != nil {
+				return err
+			}
+		case it.tick:
+			if err := p.tick(r, it.counts); err != nil {
+				return err
+			}
+		case it.done:
+			return p.finish()
+		}
+		if p.reconcileWhy != "" && p.pendingSince+reconcileAfter < p.s.stats.events.Load() {
+			if err := p.runReconcile(); err != nil {
+				return err
+			}
+		}
+		if len(r.out) == 0 || p.outBytes >= flushBytes {
+			if p.reconcileWhy != "" && len(r.out) == 0 {
+				if err := p.runReconcile(); err != nil {
+					return err
+				}
+			}
+			if err := p.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return p.flush()
+}
+
+// finish runs once everything captured has been processed.
+func (p *processor) finish() error {
+	p.retryDeferred()
+	if len(p.deferred) > 0 && p.reconcileWhy == "" {
+		p.needReconcile("dirty ranges of files without a readable path", false)
+	}
+	for ino := range p.mapped {
+		p.dirtyIno(ino, 0, toEOF)
+	}
+	if p.reconcileWhy != "" {
+		if err := p.runReconcile(); err != nil {
+			return err
+		}
+	}
+	return p.flush()
+}
+
+func (p *processor) needReconcile(why string, full bool) {
+	if p.reconcileWhy == "" {
+		p.reconcileWhy = why
+		p.pendingSince = p.s.stats.events.Load()
+	}
+	p.reconcileFull = p.reconcileFull || full
+}
+
+func (p *processor) runReconcile() error {
+	p.log.Info("reconciling the replica's namespace with the master", "root", p.root, "reason", p.reconcileWhy, "content", p.reconcileFull)
+	full := p.reconcileFull
+	p.reconcileWhy, p.reconcileFull = "", false
+	p.s.stats.reconciles.Add(1)
+	if err := p.reconcile(full); err != nil {
+		return err
+	}
+	p.retryDeferred()
+	return nil
+}
+
+func (p *processor) emit(r journal.Record) {
+	p.seq++
+	r.Seq = p.seq
+	p.out = append(p.out, r)
+	p.outBytes += len(r.Data)
+}
+
+func (p *processor) flush() error {
+	if len(p.out) > 0 {
+		if err := p.sink.Write(p.out); err != nil {
+			return fmt.Errorf("capture: sink: %w", err)
+		}
+		p.s.stats.records.Add(uint64(len(p.out)))
+	}
+	for i := range p.out {
+		p.out[i] = journal.Record{}
+	}
+	p.out = p.out[:0]
+	p.outBytes = 0
+	for _, eb := range p.held {
+		if p.recycle != nil {
+			p.recycle(eb)
+		}
+	}
+	p.held = p.held[:0]
+	return nil
+}
+
+// tick checks the kernel's counters for loss and turns it into repairs.
+func (p *processor) tick(r *reader, c [cntMax]uint64) error {
+	last := p.lastCounts
+	p.lastCounts = c
+	if c[cntRingFull] != last[cntRingFull] {
+		p.s.stats.lost.Store(c[cntRingFull])
+		p.log.Warn("ring buffer full: changes lost in the kernel are repaired from the master's files",
+			"lost_total", c[cntRingFull], "ring_bytes", p.s.cfg.RingSize)
+		if err := p.s.k.losses(func(key lossKey, lo, hi int64, n uint64) {
+			id := lossID{key.Ino, key.Root}
+			if p.lossSeen[id] == n {
+				return
+			}
+			p.lossSeen[id] = n
+			p.dirtyIno(key.Ino, lo, hi)
+		}); err != nil {
+			return fmt.Errorf("capture: read loss map: %w", err)
+		}
+	}
+	if c[cntMetaLost] != last[cntMetaLost] || c[cntInflightFull] != last[cntInflightFull] {
+		p.s.stats.metaLost.Store(c[cntMetaLost])
+		p.needReconcile("metadata events lost in the kernel", true)
+	}
+	if c[cntLossFull] != last[cntLossFull] {
+		p.needReconcile("kernel loss map full", true)
+	}
+	if c[cntTooDeep] != last[cntTooDeep] && !p.warnedTooDeep {
+		p.warnedTooDeep = true
+		p.log.Warn("files nested deeper than the kernel walk limit on a protected file system are not captured",
+			"limit", maxDepth)
+	}
+	return nil
+}

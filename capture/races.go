@@ -1,0 +1,127 @@
+package capture
+
+import "time"
+
+// span is an operation's time in the kernel and the bytes it may touch.
+type span struct {
+	enter, exit uint64
+	lo, hi      int64
+}
+
+func (a span) overlapsTime(b span) bool { return a.enter <= b.exit && b.enter <= a.exit }
+
+const (
+	raceWindow  = uint64(2 * time.Second)
+	raceKeepMax = 128
+)
+
+// raceTable finds content operations on one inode that were in the kernel
+// at the same time and touch the same bytes: their sequence order does not
+// tell which landed last, so the range is read back from the master.
+type raceTable struct {
+	m      map[uint64]*inoSpans
+	latest uint64
+	swept  uint64 // exit time of the newest span dropped with its inode
+	checks int
+}
+
+type inoSpans struct {
+	spans     []span
+	forgotten uint64 // exit time of the newest span dropped
+}
+
+func newRaceTable() raceTable { return raceTable{m: map[uint64]*inoSpans{}} }
+
+// check records s and returns the range to repair if it raced. Chunks of one
+// write share a span, so only the last one is recorded.
+func (r *raceTable) check(ino uint64, s span, record bool) (int64, int64, bool) {
+	if s.exit > r.latest {
+		r.latest = s.exit
+	}
+	r.checks++
+	if r.checks%4096 == 0 {
+		r.sweep()
+	}
+	e := r.m[ino]
+	if e == nil {
+		e = &inoSpans{forgotten: r.swept}
+		r.m[ino] = e
+	}
+	lo, hi, race := s.lo, s.hi, false
+	if s.enter <= e.forgotten {
+		// It overlapped something no longer remembered.
+		lo, hi, race = 0, toEOF, true
+	}
+	keep := e.spans[:0]
+	for _, o := range e.spans {
+		if o.exit+raceWindow < r.latest {
+			if o.exit > e.forgotten {
+				e.forgotten = o.exit
+			}
+			continue
+		}
+		keep = append(keep, o)
+		if o.overlapsTime(s) && o.lo < s.hi && s.lo < o.hi {
+			race = true
+			lo, hi = min(lo, o.lo), max(hi, o.hi)
+		}
+	}
+	e.spans = keep
+	if record {
+		if len(e.spans) >= raceKeepMax {
+			if e.spans[0].exit > e.forgotten {
+				e.forgotten = e.spans[0].exit
+			}
+			e.spans = append(e.spans[:0], e.spans[1:]...)
+		}
+		e.spans = append(e.spans, s)
+	}
+	return lo, hi, race
+}
+
+func (r *raceTable) sweep() {
+	for ino, e := range r.m {
+		stale := true
+		for _, o := range e.spans {
+			if o.exit+raceWindow >= r.latest {
+				stale = false
+				break
+			}
+		}
+		if stale {
+			for _, o := range e.spans {
+				r.swept = max(r.swept, o.exit)
+			}
+			r.swept = max(r.swept, e.forgotten)
+			delete(r.m, ino)
+		}
+	}
+}
+
+// nsRaces finds namespace operations that were in the kernel together: their
+// order is not known, so the namespace is reconciled with the master.
+type nsRaces struct {
+	recent []span
+}
+
+func (n *nsRaces) note(s span, p *processor) {
+	race := false
+	for i := len(n.recent) - 1; i >= 0; i-- {
+		o := n.recent[i]
+		if o.exit+raceWindow < s.enter {
+			break
+		}
+		if o.overlapsTime(s) {
+			race = true
+			break
+		}
+	}
+	n.recent = append(n.recent, s)
+	if len(n.recent) > 4096 {
+		n.recent = append(n.recent[:0], n.recent[len(n.recent)-1024:]...)
+	}
+	if race {
+		p.s.stats.races.Add(1)
+		p.needReconcile("concurrent namespace operations", false)
+	}
+}

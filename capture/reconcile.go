@@ -1,0 +1,168 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/journal"
+)
+
+// reconcile compares the master's tree with the model and sends what makes
+// the replica match it. With full set, file contents are sent too (the
+// replica's copy is not trusted); otherwise only names, and the contents of
+// files new to the model.
+func (p *processor) reconcile(full bool) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(p.root, &st); err != nil {
+		return fmt.Errorf("capture: root %s: %w", p.root, err)
+	}
+	if st.Ino != p.t.root.ino {
+		return fmt.Errorf("capture: root %s was replaced (inode %d, was %d)", p.root, st.Ino, p.t.root.ino)
+	}
+	return p.reconcileDir(p.t.root, "", full)
+}
+
+func (p *processor) reconcileDir(dn *node, rel string, full bool) error {
+	f, err := os.Open(p.abs(rel))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			return nil // moved on the master since: its events follow
+		}
+		return fmt.Errorf("capture: read directory %s: %w", p.abs(rel), err)
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("capture: read directory %s: %w", p.abs(rel), err)
+	}
+	sort.Strings(names)
+	seen := make(map[string]bool, len(names))
+	for _, name := range names {
+		crel := path.Join(rel, name)
+		var st unix.Stat_t
+		if err := unix.Lstat(p.abs(crel), &st); err != nil {
+			continue // vanished since the listing
+		}
+		seen[name] = true
+		if err := p.reconcileEntry(dn, name, crel, &st, full); err != nil {
+			return err
+		}
+		if p.outBytes >= flushBytes {
+			if err := p.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	for name := range dn.children {
+		if !seen[name] {
+			p.removeName(dn, name, path.Join(rel, name))
+		}
+	}
+	return nil
+}
+
+func sameKind(n *node, st *unix.Stat_t) bool {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return n.dir
+	case unix.S_IFLNK:
+		return n.symlink
+	case unix.S_IFREG:
+		return !n.dir && !n.symlink
+	}
+	return false
+}
+
+func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, full bool) error {
+	cur := dn.children[name]
+	if cur != nil && (cur.ino == st.Ino || cur.ino == 0) && sameKind(cur, st) {
+		if cur.symlink {
+			if t, err := os.Readlink(p.abs(rel)); err == nil && t != cur.target {
+				p.removeName(dn, name, rel)
+				return p.importEntry(dn, name, rel, st)
+			}
+		}
+		p.t.setIno(cur, st.Ino)
+		delete(p.unknownDirIno, cur)
+		if full {
+			p.attrs(rel, st)
+			if !cur.dir && !cur.symlink {
+				p.dirtyNode(cur, 0, toEOF)
+			}
+		}
+		if cur.dir {
+			return p.reconcileDir(cur, rel, full)
+		}
+		return nil
+	}
+	if cur != nil {
+		p.removeName(dn, name, rel)
+	}
+	if known := p.t.byIno[st.Ino]; known != nil && known != p.t.root && sameKind(known, st) {
+		from, ok := p.t.path(known)
+		if ok && !known.dir {
+			p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
+			p.t.attach(dn, name, known)
+			return nil
+		}
+		if ok && known.dir && !isAncestor(known, dn) {
+			p.emit(journal.Record{Op: journal.OpRename, Path: from, Path2: rel})
+			op := known.links[0]
+			p.t.move(op.parent, op.name, dn, name)
+			return p.reconcileDir(known, rel, full)
+		}
+	}
+	return p.importEntry(dn, name, rel, st)
+}
+
+// importEntry sends something the replica does not have, whole.
+func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) error {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		n := &node{ino: st.Ino, dir: true, children: map[string]*node{}}
+		p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
+		p.attrs(rel, st)
+		p.t.attach(dn, name, n)
+		return p.reconcileDir(n, rel, true)
+	case unix.S_IFREG:
+		if known := p.t.byIno[st.Ino]; known != nil && !known.dir && !known.symlink {
+			if from, ok := p.t.path(known); ok {
+				p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
+				p.t.attach(dn, name, known)
+				return nil
+			}
+		}
+		n := &node{ino: st.Ino}
+		p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
+		p.attrs(rel, st)
+		p.t.attach(dn, name, n)
+		p.dirtyNode(n, 0, toEOF)
+	case unix.S_IFLNK:
+		target, err := os.Readlink(p.abs(rel))
+		if err != nil {
+			return nil // gone again; its events follow
+		}
+		n := &node{ino: st.Ino, symlink: true, target: target}
+		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: target})
+		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
+		p.t.attach(dn, name, n)
+	default:
+		p.s.stats.unsupported.Add(1)
+		p.log.Warn("not replicated: only directories, regular files and symlinks are", "path", p.abs(rel), "mode", fmt.Sprintf("%#o", st.Mode))
+	}
+	return nil
+}
+
+func (p *processor) attrs(rel string, st *unix.Stat_t) {
+	p.emit(journal.Record{
+		Op: journal.OpSetattr, Path: rel,
+		Flags: journal.SetMode | journal.SetOwner | journal.SetAtime | journal.SetMtime,
+		Mode:  st.Mode & 07777, UID: st.Uid, GID: st.Gid,
+		Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano(),
+	})
+}

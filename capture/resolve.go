@@ -1,0 +1,123 @@
+package capture
+
+import (
+	"path"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+type resolution int
+
+const (
+	inside  resolution = iota
+	outside            // names something beyond the protected root
+	unknown            // relative to a directory the model cannot place
+)
+
+// maxSymlinks matches the kernel's limit on nested symlinks in a lookup.
+const maxSymlinks = 40
+
+func (p *processor) abs(rel string) string {
+	if rel == "" {
+		return p.root
+	}
+	return p.root + "/" + rel
+}
+
+// resolve turns a path exactly as a process passed it into a path relative
+// to the root, using the model (not the master's current tree, which may
+// already be ahead of this event). follow says whether a symlink in the last
+// component is followed.
+func (p *processor) resolve(raw string, dirIno uint64, follow bool) (string, resolution) {
+	var joined string
+	if strings.HasPrefix(raw, "/") {
+		joined = path.Clean(raw)
+	} else {
+		base := p.dirByIno(dirIno)
+		if base == nil {
+			return "", unknown
+		}
+		bp, ok := p.t.path(base)
+		if !ok {
+			return "", unknown
+		}
+		joined = path.Clean(p.abs(bp) + "/" + raw)
+	}
+	return p.walkSymlinks(joined, follow, 0)
+}
+
+// walkSymlinks maps an absolute, clean path to the root, substituting
+// symlinks the model knows in its intermediate components.
+func (p *processor) walkSymlinks(abs string, follow bool, depth int) (string, resolution) {
+	var rel string
+	switch {
+	case abs == p.root:
+		return "", inside
+	case strings.HasPrefix(abs, p.root+"/"):
+		rel = abs[len(p.root)+1:]
+	default:
+		return "", outside
+	}
+	parts := strings.Split(rel, "/")
+	n := p.t.root
+	for i, c := range parts {
+		if n == nil || !n.dir {
+			return rel, inside // beyond what the model knows: take it as written
+		}
+		child := n.children[c]
+		last := i == len(parts)-1
+		if child != nil && child.symlink && (!last || follow) {
+			if depth >= maxSymlinks {
+				return "", outside
+			}
+			dir := p.abs(strings.Join(parts[:i], "/"))
+			t := child.target
+			if !strings.HasPrefix(t, "/") {
+				t = dir + "/" + t
+			}
+			rest := strings.Join(parts[i+1:], "/")
+			next := path.Clean(t + "/" + rest)
+			if rest == "" {
+				next = path.Clean(t)
+			}
+			return p.walkSymlinks(next, follow, depth+1)
+		}
+		n = child
+	}
+	return rel, inside
+}
+
+// dirByIno finds a directory by inode, learning the inodes of directories
+// created since the model last knew them.
+func (p *processor) dirByIno(ino uint64) *node {
+	if n := p.t.byIno[ino]; n != nil {
+		return n
+	}
+	for n := range p.unknownDirIno {
+		pth, ok := p.t.path(n)
+		if !ok || n.ino != 0 {
+			delete(p.unknownDirIno, n)
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Lstat(p.abs(pth), &st) == nil && st.Ino == ino && p.t.byIno[ino] == nil {
+			p.t.setIno(n, ino)
+			delete(p.unknownDirIno, n)
+			return n
+		}
+	}
+	return nil
+}
+
+// learnIno takes the inode of a newly made directory from the master, which
+// the mkdir event does not carry.
+func (p *processor) learnIno(n *node, rel string) {
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(p.root, rel), &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && p.t.byIno[st.Ino] == nil {
+		p.t.setIno(n, st.Ino)
+		return
+	}
+	p.unknownDirIno[n] = true
+}

@@ -1,0 +1,169 @@
+// Package capture turns the kernel's view of completed writes into ordered
+// journal records for one or more protected directory trees.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/journal"
+)
+
+// Sink receives records in sequence order. Record.Data is only valid during
+// the call.
+type Sink interface {
+	Write(recs []journal.Record) error
+}
+
+// Config describes what to capture and the limits that apply.
+type Config struct {
+	Root string // protected directory (absolute, no symlinks in it after cleaning)
+
+	// RingSize is the kernel ring buffer in bytes (a power of two). When it
+	// fills, writes are recorded as lost ranges and repaired from the file.
+	RingSize int
+	// MaxData is the largest write whose bytes travel through the ring;
+	// larger writes become dirty ranges read back from the file.
+	MaxData int64
+	// PollInterval bounds how long a record waits in the ring, since the
+	// kernel wakes the reader only when a quarter of the ring is full.
+	PollInterval time.Duration
+	// QueueDepth is how many samples may wait between reader and processor.
+	QueueDepth int
+	Logger     *slog.Logger
+}
+
+func (c *Config) fill() error {
+	if c.RingSize == 0 {
+		c.RingSize = 64 << 20
+	}
+	if c.RingSize&(c.RingSize-1) != 0 || c.RingSize < os.Getpagesize() {
+		return fmt.Errorf("capture: ring size %d is not a power of two of at least a page", c.RingSize)
+	}
+	if c.MaxData == 0 {
+		c.MaxData = 8 << 20
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 2 * time.Millisecond
+	}
+	if c.QueueDepth == 0 {
+		c.QueueDepth = 8192
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Stats are cumulative counts; safe to read while Run is going.
+type Stats struct {
+	Events      uint64 // ring samples processed
+	WriteCalls  uint64 // write syscalls captured (last chunk seen)
+	WriteBytes  uint64 // bytes carried in write records
+	Records     uint64 // journal records emitted
+	Lost        uint64 // samples the kernel could not queue (ring full)
+	MetaLost    uint64 // metadata events lost
+	Races       uint64 // overlapping operations repaired from the master
+	Dirty       uint64 // dirty ranges read back from the master
+	Reconciles  uint64 // namespace reconciliations against the master
+	Unsupported uint64 // entries skipped (devices, fifos, sockets)
+}
+
+// Source captures one protected tree.
+type Source struct {
+	cfg   Config
+	root  string
+	k     ring
+	stats stats
+}
+
+type stats struct {
+	events, writeCalls, writeBytes, records, lost, metaLost, races, dirty, reconciles, unsupported atomic.Uint64
+}
+
+// New loads and attaches the capture programs. Changes are captured from the
+// moment it returns, and queue in the kernel until Run reads them.
+func New(cfg Config) (*Source, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("capture: root %s: %w", cfg.Root, err)
+	}
+	if root, err = filepath.EvalSymlinks(root); err != nil {
+		return nil, fmt.Errorf("capture: root %s: %w", cfg.Root, err)
+	}
+	if fi, err := os.Stat(root); err != nil {
+		return nil, fmt.Errorf("capture: root %s: %w", root, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("capture: root %s is not a directory", root)
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("capture: loading BPF programs needs root (running as uid %d): %w", os.Geteuid(), unix.EPERM)
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, fmt.Errorf("capture: kernel has no BTF (/sys/kernel/btf/vmlinux): %w", err)
+	}
+	k, err := loadKernel([]string{root}, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{cfg: cfg, root: root, k: k}, nil
+}
+
+// Root is the protected directory as resolved.
+func (s *Source) Root() string { return s.root }
+
+// Run brings a replica from nothing to the root's current state through
+// sink, then streams every captured change until ctx ends. On the way out it
+// drains all that the kernel captured, so the sink has seen every change
+// completed before ctx ended.
+func (s *Source) Run(ctx context.Context, sink Sink) error {
+	r := newReader(s.k, s.cfg.PollInterval, s.cfg.QueueDepth)
+	p, err := newProcessor(s, sink)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readErr := make(chan error, 1)
+	go func() { readErr <- r.run(rctx) }()
+
+	err = p.initial()
+	if err == nil {
+		err = p.loop(r)
+	}
+	if err != nil {
+		// Stop the reader and unblock it before reporting.
+		cancel()
+		go func() {
+			for range r.out {
+			}
+		}()
+		return errors.Join(err, <-readErr)
+	}
+	return <-readErr
+}
+
+// Stats returns the counts so far.
+func (s *Source) Stats() Stats {
+	st := &s.stats
+	return Stats{
+		Events: st.events.Load(), WriteCalls: st.writeCalls.Load(), WriteBytes: st.writeBytes.Load(),
+		Records: st.records.Load(), Lost: st.lost.Load(), MetaLost: st.metaLost.Load(),
+		Races: st.races.Load(), Dirty: st.dirty.Load(), Reconciles: st.reconciles.Load(),
+		Unsupported: st.unsupported.Load(),
+	}
+}
+
+// Close detaches the programs.
+func (s *Source) Close() error { return s.k.Close() }

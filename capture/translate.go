@@ -1,0 +1,453 @@
+package capture
+
+import (
+	"path"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/journal"
+)
+
+const (
+	utimeNow  = (1 << 30) - 1
+	utimeOmit = (1 << 30) - 2
+	// fallocate modes that shift data: not idempotent, so they travel as
+	// a rewrite of everything from the offset on.
+	fallocShift = unix.FALLOC_FL_COLLAPSE_RANGE | unix.FALLOC_FL_INSERT_RANGE
+)
+
+// event translates one kernel event. eb is recycled here unless a record
+// keeps pointing into it.
+func (p *processor) event(eb *evbuf) error {
+	p.s.stats.events.Add(1)
+	h := hdrOf(eb.b)
+	if h.Type == evWrite {
+		if p.write(eb) {
+			p.held = append(p.held, eb)
+			return nil
+		}
+	} else {
+		p.meta(eb)
+	}
+	if p.recycle != nil {
+		p.recycle(eb)
+	}
+	return nil
+}
+
+// write returns whether a record now refers to eb's bytes.
+func (p *processor) write(eb *evbuf) bool {
+	w := writeOf(eb.b)
+	if w.H.Flags&fLast != 0 {
+		p.s.stats.writeCalls.Add(1)
+	}
+	n := p.t.byIno[w.H.Ino]
+	sp := span{enter: w.H.EnterNs, exit: w.H.ExitNs, lo: w.Lo, hi: w.Hi}
+	if n == nil || n.dir {
+		// The kernel saw it beneath the root but the model has no such file:
+		// a creation was missed. Reconciliation finds and copies it.
+		p.needReconcile("write to a file the model does not know", false)
+		return false
+	}
+	pth, ok := p.t.path(n)
+	if !ok {
+		return false // unlinked while open
+	}
+	kept := false
+	if w.H.Flags&fDirty != 0 {
+		p.dirtyNode(n, w.Lo, w.Hi)
+	} else {
+		data := writeData(eb.b)
+		p.emit(journal.Record{Op: journal.OpWrite, Path: pth, Offset: w.Off, Data: data})
+		p.s.stats.writeBytes.Add(uint64(len(data)))
+		kept = true
+	}
+	if lo, hi, race := p.races.check(w.H.Ino, sp, w.H.Flags&fLast != 0); race {
+		p.s.stats.races.Add(1)
+		p.dirtyNode(n, lo, hi)
+	}
+	if w.H.Flags&(fSync|fLast) == fSync|fLast {
+		p.barrier(n, pth)
+	}
+	return kept
+}
+
+func (p *processor) meta(eb *evbuf) {
+	m := metaOf(eb.b)
+	h := &m.H
+	if h.Flags&(fPathTrunc|fBaseOutside) != 0 {
+		p.needReconcile("a path the kernel could not report whole", false)
+		return
+	}
+	sp := span{enter: h.EnterNs, exit: h.ExitNs}
+	switch h.Type {
+	case evOpen:
+		p.open(m)
+		p.ns.note(sp, p)
+	case evTruncate:
+		n, pth := p.target(m, true)
+		if n == nil {
+			return
+		}
+		p.emit(journal.Record{Op: journal.OpTruncate, Path: pth, Length: m.A})
+		p.contentRace(n, span{enter: h.EnterNs, exit: h.ExitNs, lo: m.A, hi: toEOF})
+	case evFallocate:
+		n, pth := p.target(m, true)
+		if n == nil {
+			return
+		}
+		if m.Mode&fallocShift != 0 {
+			p.dirtyNode(n, m.A, toEOF)
+		} else {
+			p.emit(journal.Record{Op: journal.OpFallocate, Path: pth, Mode: m.Mode, Offset: m.A, Length: m.B})
+		}
+		p.contentRace(n, span{enter: h.EnterNs, exit: h.ExitNs, lo: m.A, hi: satAdd(m.A, m.B)})
+	case evMkdir:
+		p.mkdir(m)
+		p.ns.note(sp, p)
+	case evRmdir, evUnlink:
+		p.remove(m)
+		p.ns.note(sp, p)
+	case evRename:
+		p.rename(m)
+		p.ns.note(sp, p)
+	case evLink:
+		p.link(m)
+		p.ns.note(sp, p)
+	case evSymlink:
+		p.symlink(m)
+		p.ns.note(sp, p)
+	case evChmod:
+		if n, pth := p.target(m, h.Flags&fNoFollow == 0); n != nil && !n.symlink {
+			p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetMode, Mode: m.Mode & 07777})
+		}
+	case evChown:
+		if n, pth := p.target(m, h.Flags&fNoFollow == 0); n != nil {
+			p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner, UID: m.Uid, GID: m.Gid})
+		}
+	case evUtimes:
+		p.utimes(m)
+	case evFsync:
+		if n, pth := p.target(m, true); n != nil {
+			p.barrier(n, pth)
+		}
+	case evSyncfs, evSync:
+		p.barrier(nil, "")
+	case evMmap:
+		p.mapped[h.Ino] = true
+	case evMsync:
+		for ino := range p.mapped {
+			p.dirtyIno(ino, 0, toEOF)
+		}
+	}
+}
+
+func satAdd(a, b int64) int64 {
+	if b > toEOF-a {
+		return toEOF
+	}
+	return a + b
+}
+
+func (p *processor) contentRace(n *node, sp span) {
+	if lo, hi, race := p.races.check(n.ino, sp, true); race {
+		p.s.stats.races.Add(1)
+		p.dirtyNode(n, lo, hi)
+	}
+}
+
+// barrier makes everything up to here durable on the replica; stores
+// through shared mappings are invisible, so mapped files are read back first.
+func (p *processor) barrier(n *node, pth string) {
+	if n == nil {
+		for ino := range p.mapped {
+			p.dirtyIno(ino, 0, toEOF)
+		}
+	} else if p.mapped[n.ino] {
+		p.dirtyNode(n, 0, toEOF)
+	}
+	p.emit(journal.Record{Op: journal.OpBarrier, Path: pth})
+}
+
+// target resolves the single object an event is about.
+func (p *processor) target(m *metaEv, follow bool) (*node, string) {
+	if m.H.Flags&fFD != 0 {
+		n := p.t.byIno[m.H.Ino]
+		if n == nil {
+			p.needReconcile("change to a file the model does not know", false)
+			return nil, ""
+		}
+		pth, ok := p.t.path(n)
+		if !ok {
+			return nil, ""
+		}
+		return n, pth
+	}
+	rel, res := p.resolve(cstr(&m.Path1), m.DirIno, follow)
+	if res != inside {
+		if res == unknown {
+			p.needReconcile("path relative to a directory the model does not know", false)
+		}
+		return nil, ""
+	}
+	n := p.t.lookup(rel)
+	if n == nil {
+		p.needReconcile("change to a path the model does not have", false)
+		return nil, ""
+	}
+	return n, rel
+}
+
+func (p *processor) open(m *metaEv) {
+	parent := p.dirByIno(m.DirIno)
+	if parent == nil {
+		p.needReconcile("file created in a directory the model does not know", false)
+		return
+	}
+	dir, ok := p.t.path(parent)
+	if !ok {
+		return
+	}
+	name := cstr(&m.Path1)
+	pth := path.Join(dir, name)
+	ino := m.H.Ino
+	cur := parent.children[name]
+	switch {
+	case cur != nil && cur.ino == ino:
+		if m.AtFlags&unix.O_TRUNC != 0 {
+			p.emit(journal.Record{Op: journal.OpTruncate, Path: pth})
+			p.contentRace(cur, span{enter: m.H.EnterNs, exit: m.H.ExitNs, lo: 0, hi: toEOF})
+		}
+		return
+	case cur != nil:
+		p.removeName(parent, name, pth)
+	}
+	if known := p.t.byIno[ino]; known != nil && !known.dir {
+		// The inode has another name the model knows: a link it missed.
+		if from, ok := p.t.path(known); ok {
+			p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: pth})
+			p.t.attach(parent, name, known)
+			return
+		}
+	}
+	n := &node{ino: ino}
+	p.emit(journal.Record{Op: journal.OpCreate, Path: pth, Mode: m.Mode & 07777})
+	p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner | journal.SetMode, Mode: m.Mode & 07777, UID: m.Uid, GID: m.Gid})
+	p.t.attach(parent, name, n)
+	if m.A > 0 {
+		// It already had bytes: opened with O_CREAT but existed unseen.
+		p.dirtyNode(n, 0, toEOF)
+	}
+}
+
+func (p *processor) mkdir(m *metaEv) {
+	rel, res := p.resolve(cstr(&m.Path1), m.DirIno, false)
+	if res != inside {
+		p.unresolved(res)
+		return
+	}
+	parent, name := p.t.parentOf(rel)
+	if parent == nil || rel == "" {
+		p.needReconcile("directory created under a parent the model does not have", false)
+		return
+	}
+	if cur := parent.children[name]; cur != nil {
+		if cur.dir {
+			return
+		}
+		p.removeName(parent, name, rel)
+	}
+	n := &node{dir: true, children: map[string]*node{}}
+	p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: m.Mode & 07777})
+	p.t.attach(parent, name, n)
+	p.learnIno(n, rel)
+	var st unix.Stat_t
+	if unix.Lstat(p.abs(rel), &st) == nil && st.Ino == n.ino {
+		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner | journal.SetMode, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid})
+	}
+}
+
+func (p *processor) remove(m *metaEv) {
+	rel, res := p.resolve(cstr(&m.Path1), m.DirIno, false)
+	if res != inside {
+		p.unresolved(res)
+		return
+	}
+	parent, name := p.t.parentOf(rel)
+	if parent == nil || rel == "" {
+		p.needReconcile("removal under a parent the model does not have", false)
+		return
+	}
+	op := journal.OpUnlink
+	if m.H.Type == evRmdir {
+		op = journal.OpRmdir
+	}
+	p.emit(journal.Record{Op: op, Path: rel})
+	p.t.detach(parent, name)
+}
+
+// removeName drops whatever the model has at parent/name, on both sides.
+func (p *processor) removeName(parent *node, name, rel string) {
+	cur := parent.children[name]
+	if cur == nil {
+		return
+	}
+	op := journal.OpUnlink
+	if cur.dir {
+		op = journal.OpRmdir
+	}
+	p.emit(journal.Record{Op: op, Path: rel})
+	p.t.detach(parent, name)
+}
+
+func (p *processor) rename(m *metaEv) {
+	oldRel, oldRes := p.resolve(cstr(&m.Path1), m.DirIno, false)
+	newRel, newRes := p.resolve(cstr(&m.Path2), m.Dir2Ino, false)
+	if oldRes == unknown || newRes == unknown {
+		p.unresolved(unknown)
+		return
+	}
+	exchange := m.AtFlags&unix.RENAME_EXCHANGE != 0
+	switch {
+	case oldRes == inside && newRes == inside:
+		op, _ := p.t.parentOf(oldRel)
+		nnp, nn := p.t.parentOf(newRel)
+		if op == nil || nnp == nil || oldRel == "" || newRel == "" {
+			p.needReconcile("rename under a parent the model does not have", false)
+			return
+		}
+		_, on := path.Split(oldRel)
+		src := op.children[on]
+		if src == nil {
+			p.needReconcile("rename of a name the model does not have", false)
+			return
+		}
+		if src.dir && isAncestor(src, nnp) {
+			p.needReconcile("rename into its own subtree", false)
+			return
+		}
+		p.emit(journal.Record{Op: journal.OpRename, Path: oldRel, Path2: newRel, Flags: m.AtFlags})
+		if exchange {
+			dst := nnp.children[nn]
+			if dst == nil {
+				p.needReconcile("exchange with a name the model does not have", false)
+				return
+			}
+			p.t.detach(op, on)
+			p.t.detach(nnp, nn)
+			p.t.attach(nnp, nn, src)
+			p.t.attach(op, on, dst)
+			return
+		}
+		p.t.move(op, on, nnp, nn)
+		p.retryDeferredNode(src)
+	case oldRes == inside:
+		// Moved out of the tree: gone for the replica.
+		parent, name := p.t.parentOf(oldRel)
+		if parent == nil {
+			return
+		}
+		p.removeName(parent, name, oldRel)
+		if exchange {
+			p.appeared(oldRel)
+		}
+	case newRes == inside:
+		p.appeared(newRel)
+	}
+}
+
+func (p *processor) link(m *metaEv) {
+	newRel, newRes := p.resolve(cstr(&m.Path2), m.Dir2Ino, false)
+	if newRes != inside {
+		p.unresolved(newRes)
+		return
+	}
+	var src *node
+	if m.H.Flags&fEmptyPath != 0 {
+		src = p.t.byIno[m.H.Ino]
+	} else {
+		oldRel, oldRes := p.resolve(cstr(&m.Path1), m.DirIno, m.AtFlags&unix.AT_SYMLINK_FOLLOW != 0)
+		if oldRes == unknown {
+			p.unresolved(oldRes)
+			return
+		}
+		if oldRes == inside {
+			src = p.t.lookup(oldRel)
+		}
+	}
+	parent, name := p.t.parentOf(newRel)
+	if parent == nil || newRel == "" {
+		p.needReconcile("link under a parent the model does not have", false)
+		return
+	}
+	if src == nil || src.dir {
+		p.appeared(newRel)
+		return
+	}
+	from, ok := p.t.path(src)
+	if !ok {
+		p.appeared(newRel)
+		return
+	}
+	p.removeName(parent, name, newRel)
+	p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: newRel})
+	p.t.attach(parent, name, src)
+}
+
+func (p *processor) symlink(m *metaEv) {
+	rel, res := p.resolve(cstr(&m.Path2), m.Dir2Ino, false)
+	if res != inside {
+		p.unresolved(res)
+		return
+	}
+	parent, name := p.t.parentOf(rel)
+	if parent == nil || rel == "" {
+		p.needReconcile("symlink under a parent the model does not have", false)
+		return
+	}
+	target := cstr(&m.Path1)
+	p.removeName(parent, name, rel)
+	n := &node{symlink: true, target: target}
+	p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: target})
+	p.t.attach(parent, name, n)
+	var st unix.Stat_t
+	if unix.Lstat(p.abs(rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		p.t.setIno(n, st.Ino)
+		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
+	}
+}
+
+func (p *processor) utimes(m *metaEv) {
+	n, pth := p.target(m, m.H.Flags&fNoFollow == 0)
+	if n == nil {
+		return
+	}
+	r := journal.Record{Op: journal.OpSetattr, Path: pth}
+	var st unix.Stat_t
+	haveStat := unix.Lstat(p.abs(pth), &st) == nil
+	set := func(sec, nsec int64, mask uint32, now unix.Timespec) int64 {
+		switch nsec {
+		case utimeOmit:
+			return 0
+		case utimeNow:
+			if !haveStat {
+				return 0
+			}
+			r.Flags |= mask
+			return now.Nano()
+		}
+		r.Flags |= mask
+		return sec*1e9 + nsec
+	}
+	r.Atime = set(m.A, m.B, journal.SetAtime, st.Atim)
+	r.Mtime = set(m.C, m.D, journal.SetMtime, st.Mtim)
+	if r.Flags != 0 {
+		p.emit(r)
+	}
+}
+
+func (p *processor) unresolved(res resolution) {
+	if res == unknown {
+		p.needReconcile("path relative to a directory the model does not know", false)
+	}
+}

@@ -1,0 +1,175 @@
+package capture
+
+import (
+	"path"
+	"strings"
+)
+
+// node is one inode of the protected tree as capture believes the replica
+// has it. Data is not modelled: writes are addressed by inode, so only names
+// matter here.
+type node struct {
+	ino      uint64 // 0 when not known yet (mkdir and symlink report no inode)
+	dir      bool
+	symlink  bool
+	target   string
+	links    []dirent // a directory has exactly one
+	children map[string]*node
+}
+
+type dirent struct {
+	parent *node
+	name   string
+}
+
+// tree maps names to inodes and back, so that events carrying inode numbers
+// can be turned into paths in exactly the order the master saw them.
+type tree struct {
+	root  *node
+	byIno map[uint64]*node
+}
+
+func newTree(rootIno uint64) *tree {
+	r := &node{ino: rootIno, dir: true, children: map[string]*node{}}
+	return &tree{root: r, byIno: map[uint64]*node{rootIno: r}}
+}
+
+// path returns a name of n relative to the root ("" is the root itself).
+func (t *tree) path(n *node) (string, bool) {
+	if n == t.root {
+		return "", true
+	}
+	var parts []string
+	for depth := 0; n != t.root; depth++ {
+		if len(n.links) == 0 || depth > 4096 {
+			return "", false
+		}
+		l := n.links[0]
+		parts = append(parts, l.name)
+		n = l.parent
+	}
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return strings.Join(parts, "/"), true
+}
+
+// lookup walks rel without following symlinks.
+func (t *tree) lookup(rel string) *node {
+	n := t.root
+	if rel == "" {
+		return n
+	}
+	for _, c := range strings.Split(rel, "/") {
+		if n == nil || !n.dir {
+			return nil
+		}
+		n = n.children[c]
+	}
+	return n
+}
+
+// parentOf returns the directory node that holds rel's last component.
+func (t *tree) parentOf(rel string) (*node, string) {
+	dir, name := path.Split(rel)
+	p := t.lookup(strings.TrimSuffix(dir, "/"))
+	if p == nil || !p.dir {
+		return nil, name
+	}
+	return p, name
+}
+
+// attach links n under parent as name, replacing whatever was there.
+func (t *tree) attach(parent *node, name string, n *node) {
+	if old := parent.children[name]; old != nil && old != n {
+		t.detach(parent, name)
+	}
+	parent.children[name] = n
+	n.links = append(n.links, dirent{parent, name})
+	if n.ino != 0 {
+		t.byIno[n.ino] = n
+	}
+}
+
+// detach removes the name; an inode left without names is forgotten along
+// with everything beneath it.
+func (t *tree) detach(parent *node, name string) *node {
+	n := parent.children[name]
+	if n == nil {
+		return nil
+	}
+	delete(parent.children, name)
+	for i, l := range n.links {
+		if l.parent == parent && l.name == name {
+			n.links = append(n.links[:i], n.links[i+1:]...)
+			break
+		}
+	}
+	if len(n.links) == 0 {
+		t.forget(n)
+	}
+	return n
+}
+
+func (t *tree) forget(n *node) {
+	if n.ino != 0 && t.byIno[n.ino] == n {
+		delete(t.byIno, n.ino)
+	}
+	for name, c := range n.children {
+		delete(n.children, name)
+		for i, l := range c.links {
+			if l.parent == n {
+				c.links = append(c.links[:i], c.links[i+1:]...)
+				break
+			}
+		}
+		if len(c.links) == 0 {
+			t.forget(c)
+		}
+	}
+}
+
+// move renames parent/name to newParent/newName, replacing the target.
+func (t *tree) move(parent *node, name string, newParent *node, newName string) {
+	n := parent.children[name]
+	if n == nil {
+		return
+	}
+	if newParent.children[newName] == n {
+		return
+	}
+	delete(parent.children, name)
+	for i, l := range n.links {
+		if l.parent == parent && l.name == name {
+			n.links = append(n.links[:i], n.links[i+1:]...)
+			break
+		}
+	}
+	t.attach(newParent, newName, n)
+}
+
+// isAncestor reports whether a is d or above it.
+func isAncestor(a, d *node) bool {
+	for depth := 0; d != nil && depth < 4096; depth++ {
+		if d == a {
+			return true
+		}
+		if len(d.links) == 0 {
+			return false
+		}
+		d = d.links[0].parent
+	}
+	return false
+}
+
+// setIno records a node's inode number once it becomes known.
+func (t *tree) setIno(n *node, ino uint64) {
+	if n.ino == ino || ino == 0 {
+		return
+	}
+	if n.ino != 0 && t.byIno[n.ino] == n {
+		delete(t.byIno, n.ino)
+	}
+	n.ino = ino
+	t.byIno[ino] = n
+}
