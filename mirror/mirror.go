@@ -1,0 +1,184 @@
+// Package mirror runs the core data path on one machine: capture from a
+// source tree, journal batches, ordered replay into a target tree.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/writecap/writecap/capture"
+	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/replay"
+)
+
+// Config is what `writecap mirror` needs.
+type Config struct {
+	Source   string
+	Target   string
+	Compress bool
+	Capture  capture.Config // Root is taken from Source
+	Logger   *slog.Logger
+	// Ready is called once capture is attached, before the initial copy:
+	// from then on every change to Source reaches Target.
+	Ready func()
+}
+
+// ErrNested is returned when one tree contains the other.
+var ErrNested = errors.New("mirror: source and target must not contain each other")
+
+// queueDepth bounds the encoded batches waiting for the applier, so a slow
+// target disk pushes back on capture rather than filling memory.
+const queueDepth = 64
+
+// Run mirrors until ctx ends, then applies everything captured so far, makes
+// it durable and returns.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	src, dst, err := paths(cfg.Source, cfg.Target)
+	if err != nil {
+		return err
+	}
+	cc := cfg.Capture
+	cc.Root = src
+	cc.Logger = log
+	source, err := capture.New(cc)
+	if err != nil {
+		return err
+	}
+	defer source.Close()
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+	if err := clear(dst); err != nil {
+		return err
+	}
+	app, err := replay.Open(dst, replay.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+
+	batches := make(chan []byte, queueDepth)
+	done := make(chan struct{})
+	var appErr error
+	go func() {
+		defer close(done)
+		appErr = apply(app, batches)
+	}()
+
+	sink := &encoder{enc: journal.NewEncoder(journal.EncoderOptions{Compress: cfg.Compress}), out: batches, done: done}
+	capErr := source.Run(ctx, sink)
+	close(batches)
+	<-done
+	if err := errors.Join(capErr, appErr); err != nil {
+		return err
+	}
+	if err := app.Sync(); err != nil {
+		return err
+	}
+	st := source.Stats()
+	log.Info("mirror stopped", "records", st.Records, "applied", app.Applied(), "lost", st.Lost,
+		"races_repaired", st.Races, "reconciles", st.Reconciles)
+	return nil
+}
+
+// paths checks the two trees before anything is touched.
+func paths(source, target string) (string, string, error) {
+	if source == "" || target == "" {
+		return "", "", fmt.Errorf("mirror: both a source and a target directory are required")
+	}
+	src, err := filepath.Abs(source)
+	if err == nil {
+		src, err = filepath.EvalSymlinks(src)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("mirror: source %s: %w", source, err)
+	}
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return "", "", fmt.Errorf("mirror: target %s: %w", target, err)
+	}
+	dst, err := filepath.Abs(target)
+	if err == nil {
+		dst, err = filepath.EvalSymlinks(dst)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("mirror: target %s: %w", target, err)
+	}
+	if within(dst, src) || within(src, dst) {
+		return "", "", fmt.Errorf("mirror: source %s, target %s: %w", src, dst, ErrNested)
+	}
+	return src, dst, nil
+}
+
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+string(filepath.Separator))
+}
+
+// clear empties the target: the mirror makes it an exact copy.
+func clear(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("mirror: target %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("mirror: clear target: %w", err)
+		}
+	}
+	return nil
+}
+
+// encoder is the capture sink: it turns records into journal batches.
+type encoder struct {
+	enc  *journal.Encoder
+	out  chan<- []byte
+	done <-chan struct{}
+}
+
+func (e *encoder) Write(recs []journal.Record) error {
+	b, err := e.enc.AppendBatch(nil, recs)
+	if err != nil {
+		return err
+	}
+	select {
+	case e.out <- b:
+		return nil
+	case <-e.done:
+		// The applier stopped: nothing after its last good record applies.
+		return errors.New("mirror: replay stopped")
+	}
+}
+
+func apply(app *replay.Applier, batches <-chan []byte) error {
+	var (
+		dec  journal.Decoder
+		recs []journal.Record
+	)
+	for b := range batches {
+		for off := 0; off < len(b); {
+			var (
+				n   int
+				err error
+			)
+			recs, n, err = dec.Decode(b[off:], recs[:0])
+			if err != nil {
+				return fmt.Errorf("mirror: decode batch: %w", err)
+			}
+			off += n
+			for i := range recs {
+				if err := app.Apply(&recs[i]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
