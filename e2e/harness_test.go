@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// binary is the writecap executable built once for the package.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "writecap-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "writecap")
+	out, err := exec.Command("go", "build", "-o", binary, "../cmd/writecap").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build writecap: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// requireBPF skips when the machine cannot run capture, unless CI demands it.
+func requireBPF(t *testing.T) {
+	t.Helper()
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "needs root"
+	default:
+		if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+			why = "kernel has no BTF"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("WRITECAP_REQUIRE_BPF") == "1" {
+		t.Fatalf("WRITECAP_REQUIRE_BPF=1 but this test cannot run: %s", why)
+	}
+	t.Skip(why)
+}
+
+// mirrorProc is a running `writecap mirror`.
+type mirrorProc struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+// startMirror runs the mirror and returns once it printed "ready", that is
+// once capture is attached.
+func startMirror(t *testing.T, src, dst string, extra ...string) *mirrorProc {
+	t.Helper()
+	args := append([]string{"mirror", "--source", src, "--target", dst}, extra...)
+	cmd := exec.Command(binary, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &mirrorProc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		ok := false
+		for sc.Scan() {
+			if !ok && sc.Text() == "ready" {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+		io.Copy(io.Discard, stdout)
+		p.done <- cmd.Wait()
+	}()
+	if !<-ready {
+		err := <-p.done
+		t.Fatalf("mirror exited before ready: %v\n%s", err, p.stderr)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// stop sends SIGINT and requires a clean exit: everything captured applied.
+func (p *mirrorProc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.done; err != nil {
+		t.Fatalf("mirror did not exit cleanly: %v\n%s", err, p.stderr)
+	}
+	t.Logf("mirror log:\n%s", lastLines(p.stderr.String(), 15))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// exitCode runs writecap expecting failure and returns its code and stderr.
+func exitCode(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), stderr.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, stderr.String()
+}
