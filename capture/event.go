@@ -112,4 +112,5 @@ const (
 	cntCaptured     = int(bpf.CaptureCounterCNT_CAPTURED)
 	maxDepth        = int(bpf.CaptureLimitsMAX_DEPTH)
 )
+
 type metaEv = bpf.CaptureEvMeta

@@ -39,14 +39,14 @@ type processor struct {
 	mapped   map[uint64]bool
 	deferred map[uint64]span // dirty ranges whose file has no readable path yet
 
-	reconcileWhy   string // non-empty: a reconciliation is due
-	reconcileFull  bool
-	pendingSince   uint64
-	sawRepair      bool
-	lastCounts     [cntMax]uint64
-	lossSeen       map[lossID]uint64
-	unknownDirIno  map[*node]bool
-	warnedTooDeep  bool
+	reconcileWhy  string // non-empty: a reconciliation is due
+	reconcileFull bool
+	pendingSince  uint64
+	sawRepair     bool
+	lastCounts    [cntMax]uint64
+	lossSeen      map[lossID]uint64
+	unknownDirIno map[*node]bool
+	warnedTooDeep bool
 }
 
 type lossID struct {

@@ -13,6 +13,7 @@ func (a span) overlapsTime(b span) bool { return a.enter <= b.exit && b.enter <=
 const (
 	raceWindow  = uint64(2 * time.Second)
 	raceKeepMax = 128
+	exitSkew    = uint64(10 * time.Millisecond)
 )
 
 // raceTable finds content operations on one inode that were in the kernel
@@ -52,27 +53,26 @@ func (r *raceTable) check(ino uint64, s span, record bool) (int64, int64, bool) 
 		// It overlapped something no longer remembered.
 		lo, hi, race = 0, toEOF, true
 	}
-	keep := e.spans[:0]
-	for _, o := range e.spans {
-		if o.exit+raceWindow < r.latest {
-			if o.exit > e.forgotten {
-				e.forgotten = o.exit
-			}
-			continue
+	// Spans arrive in sequence order, which is exit order up to the skew
+	// between CPUs, so the scan stops at the first that ended well before
+	// s began.
+	for i := len(e.spans) - 1; i >= 0; i-- {
+		o := e.spans[i]
+		if o.exit+exitSkew < s.enter {
+			break
 		}
-		keep = append(keep, o)
 		if o.overlapsTime(s) && o.lo < s.hi && s.lo < o.hi {
 			race = true
 			lo, hi = min(lo, o.lo), max(hi, o.hi)
 		}
 	}
-	e.spans = keep
 	if record {
 		if len(e.spans) >= raceKeepMax {
-			if e.spans[0].exit > e.forgotten {
-				e.forgotten = e.spans[0].exit
+			half := len(e.spans) / 2
+			for _, o := range e.spans[:half] {
+				e.forgotten = max(e.forgotten, o.exit)
 			}
-			e.spans = append(e.spans[:0], e.spans[1:]...)
+			e.spans = append(e.spans[:0], e.spans[half:]...)
 		}
 		e.spans = append(e.spans, s)
 	}

@@ -93,6 +93,9 @@ func (p *processor) walkSymlinks(abs string, follow bool, depth int) (string, re
 // created since the model last knew them.
 func (p *processor) dirByIno(ino uint64) *node {
 	if n := p.t.byIno[ino]; n != nil {
+		if !n.dir {
+			return nil // inode number reused: the model is behind
+		}
 		return n
 	}
 	for n := range p.unknownDirIno {

@@ -15,6 +15,10 @@ type node struct {
 	target   string
 	links    []dirent // a directory has exactly one
 	children map[string]*node
+
+	// path cache, valid while the tree's generation is unchanged
+	cached    string
+	cachedGen uint64
 }
 
 type dirent struct {
@@ -27,11 +31,12 @@ type dirent struct {
 type tree struct {
 	root  *node
 	byIno map[uint64]*node
+	gen   uint64 // bumped by every change of names, invalidating cached paths
 }
 
 func newTree(rootIno uint64) *tree {
 	r := &node{ino: rootIno, dir: true, children: map[string]*node{}}
-	return &tree{root: r, byIno: map[uint64]*node{rootIno: r}}
+	return &tree{root: r, byIno: map[uint64]*node{rootIno: r}, gen: 1}
 }
 
 // path returns a name of n relative to the root ("" is the root itself).
@@ -39,7 +44,11 @@ func (t *tree) path(n *node) (string, bool) {
 	if n == t.root {
 		return "", true
 	}
+	if n.cachedGen == t.gen && n.cached != "" {
+		return n.cached, true
+	}
 	var parts []string
+	start := n
 	for depth := 0; n != t.root; depth++ {
 		if len(n.links) == 0 || depth > 4096 {
 			return "", false
@@ -51,7 +60,8 @@ func (t *tree) path(n *node) (string, bool) {
 	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
 		parts[i], parts[j] = parts[j], parts[i]
 	}
-	return strings.Join(parts, "/"), true
+	start.cached, start.cachedGen = strings.Join(parts, "/"), t.gen
+	return start.cached, true
 }
 
 // lookup walks rel without following symlinks.
@@ -81,6 +91,7 @@ func (t *tree) parentOf(rel string) (*node, string) {
 
 // attach links n under parent as name, replacing whatever was there.
 func (t *tree) attach(parent *node, name string, n *node) {
+	t.gen++
 	if old := parent.children[name]; old != nil && old != n {
 		t.detach(parent, name)
 	}
@@ -98,6 +109,7 @@ func (t *tree) detach(parent *node, name string) *node {
 	if n == nil {
 		return nil
 	}
+	t.gen++
 	delete(parent.children, name)
 	for i, l := range n.links {
 		if l.parent == parent && l.name == name {
