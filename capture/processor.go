@@ -46,6 +46,9 @@ type processor struct {
 	lastCounts    [cntMax]uint64
 	lossSeen      map[lossID]uint64
 	unknownDirIno map[*node]bool
+	touched       []*node        // directories the current event changed
+	suspect       map[*node]bool // directories whose contents are sent again
+	flushErr      error
 	warnedTooDeep bool
 }
 
@@ -62,7 +65,7 @@ func newProcessor(s *Source, sink Sink) (*processor, error) {
 	return &processor{
 		s: s, log: s.cfg.Logger, root: s.root, sink: sink, t: newTree(st.Ino),
 		races: newRaceTable(), mapped: map[uint64]bool{}, deferred: map[uint64]span{},
-		lossSeen: map[lossID]uint64{}, unknownDirIno: map[*node]bool{},
+		lossSeen: map[lossID]uint64{}, unknownDirIno: map[*node]bool{}, suspect: map[*node]bool{},
 	}, nil
 }
 
@@ -72,6 +75,9 @@ func (p *processor) initial() error {
 	p.s.stats.reconciles.Add(1)
 	if err := p.reconcile(true); err != nil {
 		return err
+	}
+	if p.flushErr != nil {
+		return p.flushErr
 	}
 	return p.flush()
 }
@@ -90,6 +96,9 @@ func (p *processor) loop(r *reader) error {
 			}
 		case it.done:
 			return p.finish()
+		}
+		if p.flushErr != nil {
+			return p.flushErr
 		}
 		if p.reconcileWhy != "" && p.pendingSince+reconcileAfter < p.s.stats.events.Load() {
 			if err := p.runReconcile(); err != nil {
@@ -124,6 +133,9 @@ func (p *processor) finish() error {
 			return err
 		}
 	}
+	if p.flushErr != nil {
+		return p.flushErr
+	}
 	return p.flush()
 }
 
@@ -143,6 +155,12 @@ func (p *processor) runReconcile() error {
 	if err := p.reconcile(full); err != nil {
 		return err
 	}
+	for d := range p.suspect {
+		delete(p.suspect, d)
+		if pth, ok := p.t.path(d); ok && !full {
+			p.resend(d, pth)
+		}
+	}
 	p.retryDeferred()
 	return nil
 }
@@ -152,6 +170,10 @@ func (p *processor) emit(r journal.Record) {
 	r.Seq = p.seq
 	p.out = append(p.out, r)
 	p.outBytes += len(r.Data)
+	if p.outBytes >= flushBytes && p.flushErr == nil {
+		// Repairs can read whole trees back: hand them on as they grow.
+		p.flushErr = p.flush()
+	}
 }
 
 func (p *processor) flush() error {

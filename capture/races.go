@@ -98,30 +98,57 @@ func (r *raceTable) sweep() {
 	}
 }
 
-// nsRaces finds namespace operations that were in the kernel together: their
-// order is not known, so the namespace is reconciled with the master.
+// nsRaces finds namespace and attribute operations on one directory that
+// were in the kernel together: their order is not known, so names are
+// reconciled with the master and that directory's contents sent again (a
+// write routed by a misordered name may have landed in the wrong file).
 type nsRaces struct {
-	recent []span
+	recent []nsOp
 }
 
-func (n *nsRaces) note(s span, p *processor) {
+type nsOp struct {
+	span
+	dirs []*node
+}
+
+const nsKeepMax = 4096
+
+func (n *nsRaces) note(s span, dirs []*node, p *processor) {
+	op := nsOp{span: s, dirs: append([]*node(nil), dirs...)}
 	race := false
 	for i := len(n.recent) - 1; i >= 0; i-- {
 		o := n.recent[i]
-		if o.exit+raceWindow < s.enter {
+		if o.exit+exitSkew < s.enter {
 			break
 		}
-		if o.overlapsTime(s) {
-			race = true
-			break
+		if !o.overlapsTime(s) || !sharesDir(o.dirs, op.dirs) {
+			continue
+		}
+		race = true
+		for _, d := range o.dirs {
+			p.suspect[d] = true
 		}
 	}
-	n.recent = append(n.recent, s)
-	if len(n.recent) > 4096 {
-		n.recent = append(n.recent[:0], n.recent[len(n.recent)-1024:]...)
+	n.recent = append(n.recent, op)
+	if len(n.recent) > nsKeepMax {
+		n.recent = append(n.recent[:0], n.recent[len(n.recent)-nsKeepMax/4:]...)
 	}
 	if race {
+		for _, d := range op.dirs {
+			p.suspect[d] = true
+		}
 		p.s.stats.races.Add(1)
 		p.needReconcile("concurrent namespace operations", false)
 	}
+}
+
+func sharesDir(a, b []*node) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
 }

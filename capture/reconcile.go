@@ -52,10 +52,8 @@ func (p *processor) reconcileDir(dn *node, rel string, full bool) error {
 		if err := p.reconcileEntry(dn, name, crel, &st, full); err != nil {
 			return err
 		}
-		if p.outBytes >= flushBytes {
-			if err := p.flush(); err != nil {
-				return err
-			}
+		if p.flushErr != nil {
+			return p.flushErr
 		}
 	}
 	for name := range dn.children {
@@ -165,4 +163,25 @@ func (p *processor) attrs(rel string, st *unix.Stat_t) {
 		Mode:  st.Mode & 07777, UID: st.Uid, GID: st.Gid,
 		Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano(),
 	})
+}
+
+// resend sends the attributes and contents of everything beneath dir again.
+func (p *processor) resend(dir *node, rel string) {
+	for name, c := range dir.children {
+		crel := path.Join(rel, name)
+		var st unix.Stat_t
+		if unix.Lstat(p.abs(crel), &st) != nil || st.Ino != c.ino {
+			continue // changed again since: its events follow
+		}
+		if c.symlink {
+			p.emit(journal.Record{Op: journal.OpSetattr, Path: crel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
+			continue
+		}
+		p.attrs(crel, &st)
+		if c.dir {
+			p.resend(c, crel)
+		} else {
+			p.dirtyNode(c, 0, toEOF)
+		}
+	}
 }

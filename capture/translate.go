@@ -54,7 +54,11 @@ func (p *processor) write(eb *evbuf) bool {
 		return false // unlinked while open
 	}
 	kept := false
-	if w.H.Flags&fDirty != 0 {
+	if w.Off < 0 || w.Lo < 0 {
+		// An append whose file shrank before the kernel reported it: the
+		// offset is unknowable, the race repair below covers the bytes.
+		p.dirtyNode(n, 0, toEOF)
+	} else if w.H.Flags&fDirty != 0 {
 		p.dirtyNode(n, w.Lo, w.Hi)
 	} else {
 		data := writeData(eb.b)
@@ -80,11 +84,16 @@ func (p *processor) meta(eb *evbuf) {
 		return
 	}
 	sp := span{enter: h.EnterNs, exit: h.ExitNs}
+	p.touched = p.touched[:0]
+	defer func() {
+		if nsOps[h.Type] {
+			p.ns.note(sp, p.touched, p)
+		}
+	}()
 	switch h.Type {
 	case evOpen:
 		p.open(m)
-		p.ns.note(sp, p)
-	case evTruncate:
+			case evTruncate:
 		n, pth := p.target(m, true)
 		if n == nil {
 			return
@@ -104,20 +113,15 @@ func (p *processor) meta(eb *evbuf) {
 		p.contentRace(n, span{enter: h.EnterNs, exit: h.ExitNs, lo: m.A, hi: satAdd(m.A, m.B)})
 	case evMkdir:
 		p.mkdir(m)
-		p.ns.note(sp, p)
-	case evRmdir, evUnlink:
+			case evRmdir, evUnlink:
 		p.remove(m)
-		p.ns.note(sp, p)
-	case evRename:
+			case evRename:
 		p.rename(m)
-		p.ns.note(sp, p)
-	case evLink:
+			case evLink:
 		p.link(m)
-		p.ns.note(sp, p)
-	case evSymlink:
+			case evSymlink:
 		p.symlink(m)
-		p.ns.note(sp, p)
-	case evChmod:
+			case evChmod:
 		if n, pth := p.target(m, h.Flags&fNoFollow == 0); n != nil && !n.symlink {
 			p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetMode, Mode: m.Mode & 07777})
 		}
@@ -140,6 +144,27 @@ func (p *processor) meta(eb *evbuf) {
 			p.dirtyIno(ino, 0, toEOF)
 		}
 	}
+}
+
+// nsOps change names or attributes: when two of them are in the kernel
+// together on the same directory, their order is unknown.
+var nsOps = map[uint32]bool{
+	evOpen: true, evMkdir: true, evRmdir: true, evUnlink: true, evRename: true,
+	evLink: true, evSymlink: true, evChmod: true, evChown: true, evUtimes: true,
+}
+
+// touch notes a directory an operation changed, for race detection.
+func (p *processor) touch(dir *node) {
+	if dir != nil {
+		p.touched = append(p.touched, dir)
+	}
+}
+
+func parentNode(n *node) *node {
+	if len(n.links) == 0 {
+		return nil
+	}
+	return n.links[0].parent
 }
 
 func satAdd(a, b int64) int64 {
@@ -181,6 +206,7 @@ func (p *processor) target(m *metaEv, follow bool) (*node, string) {
 		if !ok {
 			return nil, ""
 		}
+		p.touch(parentNode(n))
 		return n, pth
 	}
 	rel, res := p.resolve(cstr(&m.Path1), m.DirIno, follow)
@@ -195,6 +221,7 @@ func (p *processor) target(m *metaEv, follow bool) (*node, string) {
 		p.needReconcile("change to a path the model does not have", false)
 		return nil, ""
 	}
+	p.touch(parentNode(n))
 	return n, rel
 }
 
@@ -208,6 +235,7 @@ func (p *processor) open(m *metaEv) {
 	if !ok {
 		return
 	}
+	p.touch(parent)
 	name := cstr(&m.Path1)
 	pth := path.Join(dir, name)
 	ino := m.H.Ino
@@ -251,6 +279,7 @@ func (p *processor) mkdir(m *metaEv) {
 		p.needReconcile("directory created under a parent the model does not have", false)
 		return
 	}
+	p.touch(parent)
 	if cur := parent.children[name]; cur != nil {
 		if cur.dir {
 			return
@@ -278,6 +307,7 @@ func (p *processor) remove(m *metaEv) {
 		p.needReconcile("removal under a parent the model does not have", false)
 		return
 	}
+	p.touch(parent)
 	op := journal.OpUnlink
 	if m.H.Type == evRmdir {
 		op = journal.OpRmdir
@@ -316,6 +346,8 @@ func (p *processor) rename(m *metaEv) {
 			p.needReconcile("rename under a parent the model does not have", false)
 			return
 		}
+		p.touch(op)
+		p.touch(nnp)
 		_, on := path.Split(oldRel)
 		src := op.children[on]
 		if src == nil {
@@ -380,6 +412,7 @@ func (p *processor) link(m *metaEv) {
 		p.needReconcile("link under a parent the model does not have", false)
 		return
 	}
+	p.touch(parent)
 	if src == nil || src.dir {
 		p.appeared(newRel)
 		return
@@ -405,6 +438,7 @@ func (p *processor) symlink(m *metaEv) {
 		p.needReconcile("symlink under a parent the model does not have", false)
 		return
 	}
+	p.touch(parent)
 	target := cstr(&m.Path1)
 	p.removeName(parent, name, rel)
 	n := &node{symlink: true, target: target}

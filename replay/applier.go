@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	pathpkg "path"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -354,6 +356,9 @@ func (a *Applier) file(path string) (*fdEntry, error) {
 	// applier; regular files ignore it.
 	const flags = unix.O_WRONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK
 	fd, err := openBeneath(d.fd, name, flags, 0)
+	if errors.Is(err, ErrEscape) && a.staleSymlink(d, path, name) {
+		err = unix.ENOENT
+	}
 	if err == unix.ENOENT {
 		fd, err = openBeneath(d.fd, name, flags|unix.O_CREAT, 0o600)
 		if err == nil {
@@ -376,6 +381,41 @@ func (a *Applier) file(path string) (*fdEntry, error) {
 }
 
 var errNotRegular = errors.New("replay: not a regular file")
+
+// staleSymlink removes a symlink that stands where the master has a regular
+// file, when the link stays inside the root: capture orders racing renames
+// and symlink creations only up to a later repair, so the replica can hold
+// one briefly. A link pointing out of the root is never removed here; the
+// record stays an escape.
+func (a *Applier) staleSymlink(d *fdEntry, path, name string) bool {
+	var st unix.Stat_t
+	if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return false
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(d.fd, name, buf)
+	if err != nil {
+		return false
+	}
+	target := string(buf[:n])
+	dir, _ := split(path)
+	if strings.HasPrefix(target, "/") || !confinedJoin(dir, target) {
+		return false
+	}
+	if err := unix.Unlinkat(d.fd, name, 0); err != nil {
+		return false
+	}
+	d.dirty = true
+	a.log.Info("replaced a symlink where the master has a regular file", "path", path, "target", target)
+	return true
+}
+
+// confinedJoin reports whether target, taken relative to dir, stays beneath
+// the root by its text alone.
+func confinedJoin(dir, target string) bool {
+	j := pathpkg.Join(dir, target)
+	return j != ".." && !strings.HasPrefix(j, "../")
+}
 
 // noteFS remembers a descriptor on fd's filesystem for syncfs.
 func (a *Applier) noteFS(fd int) error {
