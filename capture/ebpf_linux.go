@@ -155,6 +155,29 @@ func (k *kernel) counters() ([cntMax]uint64, error) {
 	return out, nil
 }
 
+// seqNow is the sequence number the kernel will give the next event.
+func (k *kernel) seqNow() (uint64, error) {
+	var v uint64
+	if err := k.coll.Variables["seq_next"].Get(&v); err != nil {
+		return 0, fmt.Errorf("capture: read kernel sequence: %w", err)
+	}
+	return v, nil
+}
+
+// misses sums, over all programs, the runs the kernel skipped because another
+// BPF program was already running on that CPU: each is an unseen change.
+func (k *kernel) misses() (uint64, error) {
+	var total uint64
+	for name, p := range k.coll.Programs {
+		st, err := p.Stats()
+		if err != nil {
+			return 0, fmt.Errorf("capture: stats of program %s: %w", name, err)
+		}
+		total += st.RecursionMisses
+	}
+	return total, nil
+}
+
 // losses returns the merged per-CPU loss ranges by inode.
 func (k *kernel) losses(fn func(key lossKey, lo, hi int64, count uint64)) error {
 	var (

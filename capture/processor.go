@@ -44,12 +44,15 @@ type processor struct {
 	pendingSince  uint64
 	sawRepair     bool
 	lastCounts    [cntMax]uint64
-	lossSeen      map[lossID]uint64
-	unknownDirIno map[*node]bool
-	touched       []*node        // directories the current event changed
-	suspect       map[*node]bool // directories whose contents are sent again
-	flushErr      error
-	warnedTooDeep bool
+	lastMisses    uint64
+	// kernel sequence numbers around the last walk of the master's tree
+	scanStart, scanEnd uint64
+	lossSeen           map[lossID]uint64
+	unknownDirIno      map[*node]bool
+	touched            []*node        // directories the current event changed
+	suspect            map[*node]bool // directories whose contents are sent again
+	flushErr           error
+	warnedTooDeep      bool
 }
 
 type lossID struct {
@@ -91,7 +94,7 @@ func (p *processor) loop(r *reader) error {
 				return err
 			}
 		case it.tick:
-			if err := p.tick(r, it.counts); err != nil {
+			if err := p.tick(r, it.counts, it.misses); err != nil {
 				return err
 			}
 		case it.done:
@@ -198,9 +201,15 @@ func (p *processor) flush() error {
 }
 
 // tick checks the kernel's counters for loss and turns it into repairs.
-func (p *processor) tick(r *reader, c [cntMax]uint64) error {
+func (p *processor) tick(r *reader, c [cntMax]uint64, misses uint64) error {
 	last := p.lastCounts
 	p.lastCounts = c
+	if misses != p.lastMisses {
+		p.log.Warn("the kernel skipped capture programs while another BPF program ran on the same CPU; repairing from the master",
+			"skipped_total", misses)
+		p.lastMisses = misses
+		p.needReconcile("capture programs skipped by the kernel", true)
+	}
 	if c[cntRingFull] != last[cntRingFull] {
 		p.s.stats.lost.Store(c[cntRingFull])
 		p.log.Warn("ring buffer full: changes lost in the kernel are repaired from the master's files",

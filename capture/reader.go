@@ -18,6 +18,8 @@ type ring interface {
 	read(buf []byte, deadline time.Time) ([]byte, error)
 	flush() error
 	counters() ([cntMax]uint64, error)
+	misses() (uint64, error)
+	seqNow() (uint64, error)
 	losses(fn func(key lossKey, lo, hi int64, count uint64)) error
 	Close() error
 }
@@ -48,6 +50,7 @@ type item struct {
 	ev     *evbuf
 	tick   bool
 	counts [cntMax]uint64
+	misses uint64
 	done   bool
 }
 
@@ -61,7 +64,13 @@ type reader struct {
 	next   uint64
 	held   evheap
 	events uint64
+	ticks  int
+	misses uint64
 }
+
+// missEvery spaces out reading every program's statistics, one system call
+// per program.
+const missEvery = 50
 
 func newReader(k ring, poll time.Duration, depth int) *reader {
 	r := &reader{k: k, out: make(chan item, depth), free: make(chan *evbuf, depth+64), poll: poll, next: 1}
@@ -112,7 +121,12 @@ func (r *reader) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.out <- item{tick: true, counts: counts}
+		if r.ticks++; r.ticks%missEvery == 0 || stopping {
+			if r.misses, err = r.k.misses(); err != nil {
+				return err
+			}
+		}
+		r.out <- item{tick: true, counts: counts, misses: r.misses}
 		deadline = time.Now().Add(r.poll)
 		if stopping {
 			// A reserved sample not yet submitted leaves a gap; give it a

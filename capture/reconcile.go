@@ -24,7 +24,21 @@ func (p *processor) reconcile(full bool) error {
 	if st.Ino != p.t.root.ino {
 		return fmt.Errorf("capture: root %s was replaced (inode %d, was %d)", p.root, st.Ino, p.t.root.ino)
 	}
-	return p.reconcileDir(p.t.root, "", full)
+	// Events numbered before the walk are already in what it sees; those
+	// numbered during it may or may not be.
+	start, err := p.s.k.seqNow()
+	if err != nil {
+		return err
+	}
+	if err := p.reconcileDir(p.t.root, "", full); err != nil {
+		return err
+	}
+	end, err := p.s.k.seqNow()
+	if err != nil {
+		return err
+	}
+	p.scanStart, p.scanEnd = start, end
+	return nil
 }
 
 func (p *processor) reconcileDir(dn *node, rel string, full bool) error {

@@ -83,6 +83,19 @@ func (p *processor) meta(eb *evbuf) {
 		p.needReconcile("a path the kernel could not report whole", false)
 		return
 	}
+	if nameOps[h.Type] {
+		switch {
+		case h.Seq < p.scanStart:
+			// The last walk of the master already saw this change.
+			if h.Type == evOpen {
+				p.openSeen(m)
+			}
+			return
+		case h.Seq < p.scanEnd:
+			// It raced the walk: the walk may have seen half of it.
+			defer p.needReconcile("names changed during a walk of the master", false)
+		}
+	}
 	sp := span{enter: h.EnterNs, exit: h.ExitNs}
 	p.touched = p.touched[:0]
 	defer func() {
@@ -93,7 +106,7 @@ func (p *processor) meta(eb *evbuf) {
 	switch h.Type {
 	case evOpen:
 		p.open(m)
-			case evTruncate:
+	case evTruncate:
 		n, pth := p.target(m, true)
 		if n == nil {
 			return
@@ -113,15 +126,15 @@ func (p *processor) meta(eb *evbuf) {
 		p.contentRace(n, span{enter: h.EnterNs, exit: h.ExitNs, lo: m.A, hi: satAdd(m.A, m.B)})
 	case evMkdir:
 		p.mkdir(m)
-			case evRmdir, evUnlink:
+	case evRmdir, evUnlink:
 		p.remove(m)
-			case evRename:
+	case evRename:
 		p.rename(m)
-			case evLink:
+	case evLink:
 		p.link(m)
-			case evSymlink:
+	case evSymlink:
 		p.symlink(m)
-			case evChmod:
+	case evChmod:
 		if n, pth := p.target(m, h.Flags&fNoFollow == 0); n != nil && !n.symlink {
 			p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetMode, Mode: m.Mode & 07777})
 		}
@@ -151,6 +164,25 @@ func (p *processor) meta(eb *evbuf) {
 var nsOps = map[uint32]bool{
 	evOpen: true, evMkdir: true, evRmdir: true, evUnlink: true, evRename: true,
 	evLink: true, evSymlink: true, evChmod: true, evChown: true, evUtimes: true,
+}
+
+// nameOps change names: a walk of the master reflects them.
+var nameOps = map[uint32]bool{
+	evOpen: true, evMkdir: true, evRmdir: true, evUnlink: true, evRename: true,
+	evLink: true, evSymlink: true,
+}
+
+// openSeen applies the truncation of an open that a walk already saw the
+// name of: the walk copies names, not bytes.
+func (p *processor) openSeen(m *metaEv) {
+	if m.AtFlags&unix.O_TRUNC == 0 {
+		return
+	}
+	if n := p.t.byIno[m.H.Ino]; n != nil && !n.dir && !n.symlink {
+		if pth, ok := p.t.path(n); ok {
+			p.emit(journal.Record{Op: journal.OpTruncate, Path: pth})
+		}
+	}
 }
 
 // touch notes a directory an operation changed, for race detection.

@@ -118,7 +118,7 @@ func (p *mirrorProc) stop(t *testing.T) {
 	if err := <-p.done; err != nil {
 		t.Fatalf("mirror did not exit cleanly: %v\n%s", err, p.stderr)
 	}
-	t.Logf("mirror log:\n%s", lastLines(p.stderr.String(), 15))
+	t.Logf("mirror log:\n%s", lastLines(p.stderr.String(), 40))
 }
 
 func lastLines(s string, n int) string {

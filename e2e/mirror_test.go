@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/writecap/writecap/internal/treecmp"
@@ -77,5 +80,68 @@ func TestMirrorRefuses(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(src, "sub")); len(entries) != 0 {
 		t.Fatalf("a refused mirror touched the tree: %v", entries)
+	}
+}
+
+// TestMirrorRingOverflow: with a ring far too small for the workload, the
+// kernel drops records; every loss must come back as a repair from the
+// source, never as a silent difference.
+func TestMirrorRingOverflow(t *testing.T) {
+	requireBPF(t)
+	base := t.TempDir()
+	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := startMirror(t, src, dst, "--ring-size", "65536")
+	if _, err := workload.Run(context.Background(), src, workload.Options{
+		Seed: 11, Threads: 2, OpsPerThread: 1500, MaxWrite: 2 << 20,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	if !strings.Contains(m.stderr.String(), "ring buffer full") {
+		t.Fatalf("no loss was reported, so the test did not exercise it:\n%s", lastLines(m.stderr.String(), 20))
+	}
+	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+}
+
+// TestMirrorNotRoot: without the privilege to load BPF, mirror says so and
+// exits non-zero.
+func TestMirrorNotRoot(t *testing.T) {
+	requireBPF(t)
+	dir, err := os.MkdirTemp("", "writecap-noroot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "writecap")
+	data, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(dir, "src"), filepath.Join(dir, "dst")} {
+		if err := os.Mkdir(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "mirror", "--source", filepath.Join(dir, "src"), "--target", filepath.Join(dir, "dst"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("mirror as nobody: %v, want a non-zero exit\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "needs root") {
+		t.Fatalf("message does not say why: %s", out)
+	}
+	if strings.Contains(string(out), "ready") {
+		t.Fatalf("printed ready without capture: %s", out)
 	}
 }

@@ -1,0 +1,31 @@
+# writecap: make generate | build | test | bench
+GO ?= go
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: generate build test fuzz bench
+
+# Rebuilds the BPF objects and their Go bindings (needs clang, llvm,
+# libbpf-dev and bpftool). The results are committed.
+generate:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
+	$(GO) generate ./bpf
+
+build:
+	$(GO) build -o writecap ./cmd/writecap
+
+# Privileged tests need root; with WRITECAP_REQUIRE_BPF=1 they fail rather
+# than skip on a machine that cannot load BPF.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 60m ./...
+	$(MAKE) fuzz
+
+FUZZTIME ?= 15s
+fuzz:
+	$(GO) test ./journal -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./journal -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./capture -run '^$$' -fuzz '^FuzzCheckEvent$$' -fuzztime $(FUZZTIME)
+
+# One run, one process: the 4 KiB pwrite loop without and with capture.
+bench:
+	$(GO) test ./bench -run '^$$' -bench . -benchtime 1x -count 1 -v

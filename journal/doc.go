@@ -1,0 +1,88 @@
+// Package journal holds writecap's change records and the batch format that
+// carries them from the master to its replicas and into spool segments.
+//
+// An Encoder turns a run of records with consecutive sequence numbers into
+// one batch: the records are encoded with msgpack, the payload is compressed
+// with lz4 and the whole is sealed with a CRC. A Decoder (or DecodeBatch)
+// turns one batch back into records; a Reader reads batches one after
+// another from a stream.
+//
+// # Batch layout
+//
+// A batch is a 32-byte header followed by the payload. Integers are
+// little-endian; offsets are from the start of the batch.
+//
+//	byte 0            4         5         6                   8
+//	     +------------+---------+---------+-------------------+
+//	     |   magic    | version |  flags  |     reserved      |
+//	     |   "WCJB"   |  u8 = 1 |   u8    |      u16 = 0      |
+//	     +------------+---------+---------+-------------------+
+//	   8 |                   first seq  u64                   |
+//	     +--------------------------+-------------------------+
+//	  16 |     record count  u32    | uncompressed length u32 |
+//	     +--------------------------+-------------------------+
+//	  24 |    payload length  u32   |       CRC-32C  u32      |
+//	     +--------------------------+-------------------------+
+//	  32 |  payload: payload length bytes                     |
+//	     |  flags bit 0 set:   one lz4 block of the records   |
+//	     |  flags bit 0 clear: the records as they are        |
+//	     +----------------------------------------------------+
+//
+// The CRC is CRC-32C (Castagnoli) computed over bytes 0 to 27 of the header
+// followed by the payload as stored (compressed or not): everything in the
+// batch except the CRC field itself. It is checked before the payload is
+// decompressed or parsed.
+//
+// Flag bit 0 says the payload is one lz4 block (the block format, not the
+// lz4 frame format). An Encoder with Compress set still stores a batch
+// uncompressed when lz4 would not make it smaller. Other flag bits and the
+// reserved field must be zero. Without compression the uncompressed length
+// equals the payload length. Both lengths are at most MaxPayload and the
+// record count is 1 to MaxRecords. Before allocating for them, a decoder also
+// rejects an uncompressed length over 255 times the payload length (the most
+// an lz4 block can expand) and a count the uncompressed length cannot hold
+// (a record takes at least 14 bytes).
+//
+// # Records
+//
+// The uncompressed payload is exactly record count records back to back,
+// nothing before, between or after them. Each record is a msgpack array of
+// 13 elements, by position, without keys:
+//
+//	element  field   msgpack type
+//	0        Seq     uint
+//	1        Op      uint
+//	2        Path    str
+//	3        Path2   str
+//	4        Offset  int
+//	5        Length  int
+//	6        Mode    uint
+//	7        Flags   uint
+//	8        UID     uint
+//	9        GID     uint
+//	10       Atime   int
+//	11       Mtime   int
+//	12       Data    bin, or nil for a nil slice
+//
+// Integers use msgpack's smallest form. A decoder requires the i-th record's
+// Seq to be first seq + i, Op to be a known operation and the uint32 fields
+// to fit; every field is kept whatever the op, so any Record round-trips.
+//
+// # Wire format
+//
+// These cannot change without a new version: the magic, the version, the
+// flag bits, the header layout (the off* constants and HeaderSize), the
+// record field order and count, the Op values and Set* bits in record.go,
+// and, in effect, MaxPayload and MaxRecords, since older decoders reject
+// batches beyond them. testdata/*.golden pins the bytes of fixed batches;
+// regenerate them with go test ./journal -update only for an intended change.
+//
+// # Errors
+//
+// Decode errors wrap ErrCorrupt or ErrTruncated and say what was wrong and
+// where: "batch at offset N" is the batch's offset in the buffer given to
+// Decode (always 0) or in a Reader's stream; "byte N" inside a header is
+// from the start of the batch; "payload byte N" is from the start of the
+// uncompressed payload. Record errors name the record's index and the seq
+// it should carry.
+package journal

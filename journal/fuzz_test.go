@@ -1,0 +1,143 @@
+package journal_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/writecap/writecap/journal"
+)
+
+// fuzzSeeds are small valid batches, whole and cut short. Small, because the
+// fuzzer's minimizer takes time quadratic in an input's length.
+func fuzzSeeds(t testing.TB) [][]byte {
+	t.Helper()
+	small := []journal.Record{
+		{Seq: 7, Op: journal.OpWrite, Path: "f", Offset: 4096, Data: bytes.Repeat([]byte("ab"), 24)},
+		{Seq: 8, Op: journal.OpSetattr, Path: "f", Flags: journal.SetMode | journal.SetMtime, Mode: 0o644, UID: 1, GID: 2, Atime: -1, Mtime: 1 << 40},
+		{Seq: 9, Op: journal.OpRename, Path: "f", Path2: "g", Flags: 1},
+		{Seq: 10, Op: journal.OpBarrier},
+	}
+	var seeds [][]byte
+	for _, compress := range []bool{false, true} {
+		for _, recs := range [][]journal.Record{small, small[:1], small[3:]} {
+			b := encode(t, compress, recs)
+			seeds = append(seeds, b, b[:len(b)-1])
+		}
+	}
+	return seeds
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	for _, b := range fuzzSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkDecode(t, b)
+		// Mutations almost never keep the CRC right; resealing lets the
+		// fuzzer reach the header checks, lz4 and msgpack behind it.
+		if len(b) >= hdrSize {
+			checkDecode(t, reseal(slices.Clone(b)))
+		}
+	})
+}
+
+// checkDecode decodes b and, if that works, checks that the records
+// encode again, both ways, to batches that decode to the same records.
+func checkDecode(t *testing.T, b []byte) {
+	t.Helper()
+	recs, n, err := journal.DecodeBatch(b, nil)
+	if err != nil {
+		if journal.IsCorrupt(err) == journal.IsTruncated(err) {
+			t.Fatalf("error %q is not exactly one of corrupt and truncated", err)
+		}
+		if n != 0 || len(recs) != 0 {
+			t.Fatalf("error %v with n=%d and %d records", err, n, len(recs))
+		}
+		return
+	}
+	if n < hdrSize || n > len(b) || len(recs) == 0 {
+		t.Fatalf("n=%d of %d bytes, %d records", n, len(b), len(recs))
+	}
+	for _, compress := range []bool{false, true} {
+		again, err := journal.NewEncoder(journal.EncoderOptions{Compress: compress}).AppendBatch(nil, recs)
+		if err != nil {
+			t.Fatalf("re-encoding decoded records (compress=%v): %v", compress, err)
+		}
+		back, m, err := journal.DecodeBatch(again, nil)
+		if err != nil || m != len(again) {
+			t.Fatalf("decoding the re-encoded batch: n=%d of %d, %v", m, len(again), err)
+		}
+		if !reflect.DeepEqual(back, recs) {
+			t.Fatalf("records changed through re-encoding (compress=%v)", compress)
+		}
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	seeds := fuzzSeeds(f)
+	for i, b := range seeds {
+		f.Add(b)
+		f.Add(slices.Concat(b, seeds[(i+4)%len(seeds)]))
+	}
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		checkReader(t, stream)
+		if len(stream) >= hdrSize {
+			checkReader(t, reseal(slices.Clone(stream))) // see FuzzDecodeBatch
+		}
+	})
+}
+
+// checkReader reads stream to its end and checks that the Reader agrees with
+// DecodeBatch applied batch after batch, down to the error text after the
+// offset.
+func checkReader(t *testing.T, stream []byte) {
+	t.Helper()
+	r := journal.NewReader(bytes.NewReader(stream))
+	var recs []journal.Record
+	off := 0
+	for {
+		got, err := r.Next(recs[:0])
+		if off == len(stream) {
+			if err != io.EOF {
+				t.Fatalf("at the end of the stream: records %d, error %v; want io.EOF", len(got), err)
+			}
+			return
+		}
+		want, n, wantErr := journal.DecodeBatch(stream[off:], nil)
+		if wantErr != nil {
+			if err == nil {
+				t.Fatalf("Reader decoded at offset %d what DecodeBatch rejects: %v", off, wantErr)
+			}
+			if errors.Is(err, io.EOF) || journal.IsCorrupt(err) != journal.IsCorrupt(wantErr) {
+				t.Fatalf("at offset %d Reader says %q, DecodeBatch %q", off, err, wantErr)
+			}
+			if what(err) != what(wantErr) {
+				t.Fatalf("at offset %d Reader says %q, DecodeBatch %q", off, err, wantErr)
+			}
+			if _, again := r.Next(nil); again != err {
+				t.Fatalf("after error %v, Next returned %v", err, again)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("Reader failed at offset %d where DecodeBatch did not: %v", off, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("Reader and DecodeBatch disagree on the batch at offset %d", off)
+		}
+		off += n
+		recs = got
+	}
+}
+
+// what is a decode error's text after "journal: batch at offset N: ".
+func what(err error) string {
+	_, s, _ := strings.Cut(err.Error(), ": ")
+	_, s, _ = strings.Cut(s, ": ")
+	return s
+}
