@@ -47,6 +47,7 @@ type processor struct {
 	lastMisses    uint64
 	// kernel sequence numbers around the last walk of the master's tree
 	scanStart, scanEnd uint64
+	scanFull           bool
 	lossSeen           map[lossID]uint64
 	unknownDirIno      map[*node]bool
 	touched            []*node        // directories the current event changed
@@ -131,6 +132,9 @@ func (p *processor) finish() error {
 	for ino := range p.mapped {
 		p.dirtyIno(ino, 0, toEOF)
 	}
+	// A last walk of the names, while nothing is in flight: it costs a
+	// directory scan and catches an ordering the race checks missed.
+	p.needReconcile("final check of names", false)
 	if p.reconcileWhy != "" {
 		if err := p.runReconcile(); err != nil {
 			return err
@@ -151,13 +155,15 @@ func (p *processor) needReconcile(why string, full bool) {
 }
 
 func (p *processor) runReconcile() error {
-	p.log.Info("reconciling the replica's namespace with the master", "root", p.root, "reason", p.reconcileWhy, "content", p.reconcileFull)
-	full := p.reconcileFull
+	full, why := p.reconcileFull, p.reconcileWhy
 	p.reconcileWhy, p.reconcileFull = "", false
 	p.s.stats.reconciles.Add(1)
+	before := p.seq
 	if err := p.reconcile(full); err != nil {
 		return err
 	}
+	p.log.Info("reconciled the replica's names with the master", "root", p.root, "reason", why,
+		"content", full, "records", p.seq-before)
 	for d := range p.suspect {
 		delete(p.suspect, d)
 		if pth, ok := p.t.path(d); ok && !full {

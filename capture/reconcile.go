@@ -37,7 +37,7 @@ func (p *processor) reconcile(full bool) error {
 	if err != nil {
 		return err
 	}
-	p.scanStart, p.scanEnd = start, end
+	p.scanStart, p.scanEnd, p.scanFull = start, end, full
 	return nil
 }
 
@@ -115,7 +115,8 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 	if cur != nil {
 		p.removeName(dn, name, rel)
 	}
-	if known := p.t.byIno[st.Ino]; known != nil && known != p.t.root && sameKind(known, st) {
+	if known := p.t.byIno[st.Ino]; known != nil && known != p.t.root && sameKind(known, st) &&
+		(!known.symlink || known.target == readlink(p.abs(rel))) {
 		from, ok := p.t.path(known)
 		if ok && !known.dir {
 			p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})

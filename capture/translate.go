@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"os"
 	"path"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +41,9 @@ func (p *processor) write(eb *evbuf) bool {
 	w := writeOf(eb.b)
 	if w.H.Flags&fLast != 0 {
 		p.s.stats.writeCalls.Add(1)
+	}
+	if w.H.Seq < p.scanStart && p.scanFull {
+		return false // the last walk read these bytes back
 	}
 	n := p.t.byIno[w.H.Ino]
 	sp := span{enter: w.H.EnterNs, exit: w.H.ExitNs, lo: w.Lo, hi: w.Hi}
@@ -81,6 +85,10 @@ func (p *processor) meta(eb *evbuf) {
 	h := &m.H
 	if h.Flags&(fPathTrunc|fBaseOutside) != 0 {
 		p.needReconcile("a path the kernel could not report whole", false)
+		return
+	}
+	if h.Seq < p.scanStart && p.scanFull {
+		// The last walk read names, attributes and bytes after this.
 		return
 	}
 	if nameOps[h.Type] {
@@ -136,11 +144,11 @@ func (p *processor) meta(eb *evbuf) {
 		p.symlink(m)
 	case evChmod:
 		if n, pth := p.target(m, h.Flags&fNoFollow == 0); n != nil && !n.symlink {
-			p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetMode, Mode: m.Mode & 07777})
+			p.setattr(n, pth, journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetMode, Mode: m.Mode & 07777})
 		}
 	case evChown:
 		if n, pth := p.target(m, h.Flags&fNoFollow == 0); n != nil {
-			p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner, UID: m.Uid, GID: m.Gid})
+			p.setattr(n, pth, journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner, UID: m.Uid, GID: m.Gid})
 		}
 	case evUtimes:
 		p.utimes(m)
@@ -390,17 +398,13 @@ func (p *processor) rename(m *metaEv) {
 			p.needReconcile("rename into its own subtree", false)
 			return
 		}
+		if exchange && nnp.children[nn] == nil {
+			p.needReconcile("exchange with a name the model does not have", false)
+			return
+		}
 		p.emit(journal.Record{Op: journal.OpRename, Path: oldRel, Path2: newRel, Flags: m.AtFlags})
 		if exchange {
-			dst := nnp.children[nn]
-			if dst == nil {
-				p.needReconcile("exchange with a name the model does not have", false)
-				return
-			}
-			p.t.detach(op, on)
-			p.t.detach(nnp, nn)
-			p.t.attach(nnp, nn, src)
-			p.t.attach(op, on, dst)
+			p.t.exchange(op, on, nnp, nn)
 			return
 		}
 		p.t.move(op, on, nnp, nn)
@@ -477,7 +481,7 @@ func (p *processor) symlink(m *metaEv) {
 	p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: target})
 	p.t.attach(parent, name, n)
 	var st unix.Stat_t
-	if unix.Lstat(p.abs(rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+	if unix.Lstat(p.abs(rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK && readlink(p.abs(rel)) == target && p.t.byIno[st.Ino] == nil {
 		p.t.setIno(n, st.Ino)
 		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
 	}
@@ -508,8 +512,29 @@ func (p *processor) utimes(m *metaEv) {
 	r.Atime = set(m.A, m.B, journal.SetAtime, st.Atim)
 	r.Mtime = set(m.C, m.D, journal.SetMtime, st.Mtim)
 	if r.Flags != 0 {
-		p.emit(r)
+		p.setattr(n, pth, r)
 	}
+}
+
+// setattr sends the master's current value of the attributes r changes when
+// the file there is still n: an attribute record replayed after a walk that
+// already saw a later change must not turn it back. The event's own values
+// serve when the name has moved on.
+func (p *processor) setattr(n *node, pth string, r journal.Record) {
+	var st unix.Stat_t
+	if n.ino != 0 && unix.Lstat(p.abs(pth), &st) == nil && st.Ino == n.ino {
+		r.Mode, r.UID, r.GID = st.Mode&07777, st.Uid, st.Gid
+		r.Atime, r.Mtime = st.Atim.Nano(), st.Mtim.Nano()
+		if n.symlink {
+			r.Flags &^= journal.SetMode
+		}
+	}
+	p.emit(r)
+}
+
+func readlink(p string) string {
+	t, _ := os.Readlink(p)
+	return t
 }
 
 func (p *processor) unresolved(res resolution) {

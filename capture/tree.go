@@ -105,6 +105,15 @@ func (t *tree) attach(parent *node, name string, n *node) {
 // detach removes the name; an inode left without names is forgotten along
 // with everything beneath it.
 func (t *tree) detach(parent *node, name string) *node {
+	n := t.unlink(parent, name)
+	if n != nil && len(n.links) == 0 {
+		t.forget(n)
+	}
+	return n
+}
+
+// unlink removes the name but keeps the inode and its subtree, for moves.
+func (t *tree) unlink(parent *node, name string) *node {
 	n := parent.children[name]
 	if n == nil {
 		return nil
@@ -117,10 +126,14 @@ func (t *tree) detach(parent *node, name string) *node {
 			break
 		}
 	}
-	if len(n.links) == 0 {
-		t.forget(n)
-	}
 	return n
+}
+
+// exchange swaps two names, as RENAME_EXCHANGE does.
+func (t *tree) exchange(p1 *node, n1 string, p2 *node, n2 string) {
+	a, b := t.unlink(p1, n1), t.unlink(p2, n2)
+	t.attach(p2, n2, a)
+	t.attach(p1, n1, b)
 }
 
 func (t *tree) forget(n *node) {
@@ -144,19 +157,10 @@ func (t *tree) forget(n *node) {
 // move renames parent/name to newParent/newName, replacing the target.
 func (t *tree) move(parent *node, name string, newParent *node, newName string) {
 	n := parent.children[name]
-	if n == nil {
+	if n == nil || newParent.children[newName] == n {
 		return
 	}
-	if newParent.children[newName] == n {
-		return
-	}
-	delete(parent.children, name)
-	for i, l := range n.links {
-		if l.parent == parent && l.name == name {
-			n.links = append(n.links[:i], n.links[i+1:]...)
-			break
-		}
-	}
+	t.unlink(parent, name)
 	t.attach(newParent, newName, n)
 }
 

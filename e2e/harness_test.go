@@ -70,6 +70,9 @@ type mirrorProc struct {
 func startMirror(t *testing.T, src, dst string, extra ...string) *mirrorProc {
 	t.Helper()
 	args := append([]string{"mirror", "--source", src, "--target", dst}, extra...)
+	if os.Getenv("WRITECAP_TRACE") != "" {
+		args = append(args, "-v")
+	}
 	cmd := exec.Command(binary, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -116,9 +119,12 @@ func (p *mirrorProc) stop(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := <-p.done; err != nil {
-		t.Fatalf("mirror did not exit cleanly: %v\n%s", err, p.stderr)
+		t.Fatalf("mirror did not exit cleanly: %v\n%s", err, lastLines(p.stderr.String(), 80))
 	}
 	t.Logf("mirror log:\n%s", lastLines(p.stderr.String(), 40))
+	if f := os.Getenv("WRITECAP_TRACE"); f != "" {
+		os.WriteFile(f, p.stderr.Bytes(), 0o644)
+	}
 }
 
 func lastLines(s string, n int) string {

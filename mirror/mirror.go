@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var appErr error
 	go func() {
 		defer close(done)
-		appErr = apply(app, batches)
+		appErr = apply(app, batches, log)
 	}()
 
 	sink := &encoder{enc: journal.NewEncoder(journal.EncoderOptions{Compress: cfg.Compress}), out: batches, done: done}
@@ -157,7 +157,8 @@ func (e *encoder) Write(recs []journal.Record) error {
 	}
 }
 
-func apply(app *replay.Applier, batches <-chan []byte) error {
+func apply(app *replay.Applier, batches <-chan []byte, log *slog.Logger) error {
+	trace := log.Enabled(context.Background(), slog.LevelDebug)
 	var (
 		dec  journal.Decoder
 		recs []journal.Record
@@ -174,6 +175,9 @@ func apply(app *replay.Applier, batches <-chan []byte) error {
 			}
 			off += n
 			for i := range recs {
+				if trace {
+					log.Debug("apply", "record", recs[i].String())
+				}
 				if err := app.Apply(&recs[i]); err != nil {
 					return err
 				}
