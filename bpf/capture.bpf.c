@@ -83,10 +83,11 @@ struct wr_in {
 	__u32 fflags;
 };
 
+/* Per-thread: the write in flight between sys_enter and sys_exit. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct wr_in);
 } inflight_w SEC(".maps");
 
@@ -244,7 +245,6 @@ static __always_inline void stamp(struct ev_hdr *h)
 {
 	h->seq = __sync_fetch_and_add(&seq_next, 1);
 	h->exit_ns = bpf_ktime_get_ns();
-	count(CNT_CAPTURED);
 }
 
 /* ---- writes ---- */
@@ -354,7 +354,12 @@ static __always_inline int write_enter(int kind, int fd, __u64 buf, __u64 cnt, _
 	if (root < 0)
 		return 0;
 
-	__u64 id = bpf_get_current_pid_tgid();
+	struct wr_in *wp = bpf_task_storage_get(&inflight_w, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!wp) {
+		count(CNT_INFLIGHT_FULL);
+		note_loss(BPF_CORE_READ(in, i_ino), root, 0, 0x7fffffffffffffffLL);
+		return 0;
+	}
 	struct wr_in w = {
 		.ino = BPF_CORE_READ(in, i_ino),
 		.file = (__u64)f,
@@ -371,18 +376,15 @@ static __always_inline int write_enter(int kind, int fd, __u64 buf, __u64 cnt, _
 		w.lo = BPF_CORE_READ(in, i_size);
 	else
 		w.lo = BPF_CORE_READ(f, f_pos);
-	if (bpf_map_update_elem(&inflight_w, &id, &w, BPF_ANY)) {
-		count(CNT_INFLIGHT_FULL);
-		note_loss(w.ino, root, 0, 0x7fffffffffffffffLL);
-	}
+	*wp = w;
 	return 0;
 }
 
 static __always_inline int write_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct wr_in *w = bpf_map_lookup_elem(&inflight_w, &id);
-	if (!w)
+	struct wr_in *w = bpf_task_storage_get(&inflight_w, bpf_get_current_task_btf(), 0, 0);
+	if (!w || !w->kind)
 		return 0;
 	if (ret <= 0)
 		goto out;
@@ -458,11 +460,15 @@ static __always_inline int write_exit(long ret)
 		c.base = w->buf;
 		c.left = ret;
 	}
-	bpf_loop(8192, write_chunk, &c, 0);
+	/* The common small write needs no loop. */
+	if (!c.iov && ret <= CHUNK_M)
+		write_chunk(0, &c);
+	else
+		bpf_loop(8192, write_chunk, &c, 0);
 	if (c.remaining)
 		note_loss(w->ino, w->root, c.off, c.off + c.remaining);
 out:
-	bpf_map_delete_elem(&inflight_w, &id);
+	w->kind = 0;
 	return 0;
 }
 

@@ -21,8 +21,7 @@ const (
 	CaptureCounterCNT_INFLIGHT_FULL CaptureCounter = 2
 	CaptureCounterCNT_LOSS_FULL     CaptureCounter = 3
 	CaptureCounterCNT_TOO_DEEP      CaptureCounter = 4
-	CaptureCounterCNT_CAPTURED      CaptureCounter = 5
-	CaptureCounterCNT_MAX           CaptureCounter = 6
+	CaptureCounterCNT_MAX           CaptureCounter = 5
 )
 
 type CaptureEvFlag uint32

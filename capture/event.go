@@ -109,7 +109,6 @@ const (
 	cntInflightFull = int(bpf.CaptureCounterCNT_INFLIGHT_FULL)
 	cntLossFull     = int(bpf.CaptureCounterCNT_LOSS_FULL)
 	cntTooDeep      = int(bpf.CaptureCounterCNT_TOO_DEEP)
-	cntCaptured     = int(bpf.CaptureCounterCNT_CAPTURED)
 	maxDepth        = int(bpf.CaptureLimitsMAX_DEPTH)
 )
 
