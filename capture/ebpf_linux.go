@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -208,9 +209,17 @@ func (k *kernel) losses(fn func(key lossKey, lo, hi int64, count uint64)) error 
 }
 
 func (k *kernel) Close() error {
+	// Each detach waits for an RCU grace period; waiting for them together
+	// takes one instead of a hundred.
+	var wg sync.WaitGroup
 	for _, l := range k.links {
-		l.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.Close()
+		}()
 	}
+	wg.Wait()
 	if k.ring != nil {
 		k.ring.Close()
 	}

@@ -88,37 +88,41 @@ func (p *processor) initial() error {
 
 func (p *processor) loop(r *reader) error {
 	p.recycle = r.put
-	for it := range r.out {
-		switch {
-		case it.ev != nil:
-			if err := p.event(it.ev); err != nil {
-				return err
+	for batch := range r.out {
+		for i, it := range batch {
+			switch {
+			case it.ev != nil:
+				if err := p.event(it.ev); err != nil {
+					return err
+				}
+			case it.tick:
+				if err := p.tick(r, it.counts, it.misses); err != nil {
+					return err
+				}
+			case it.done:
+				return p.finish()
 			}
-		case it.tick:
-			if err := p.tick(r, it.counts, it.misses); err != nil {
-				return err
+			if p.flushErr != nil {
+				return p.flushErr
 			}
-		case it.done:
-			return p.finish()
-		}
-		if p.flushErr != nil {
-			return p.flushErr
-		}
-		if p.reconcileWhy != "" && p.pendingSince+reconcileAfter < p.s.stats.events.Load() {
-			if err := p.runReconcile(); err != nil {
-				return err
-			}
-		}
-		if len(r.out) == 0 || p.outBytes >= flushBytes {
-			if p.reconcileWhy != "" && len(r.out) == 0 {
+			if p.reconcileWhy != "" && p.pendingSince+reconcileAfter < p.s.stats.events.Load() {
 				if err := p.runReconcile(); err != nil {
 					return err
 				}
 			}
-			if err := p.flush(); err != nil {
-				return err
+			idle := i == len(batch)-1 && len(r.out) == 0
+			if idle && p.reconcileWhy != "" {
+				if err := p.runReconcile(); err != nil {
+					return err
+				}
+			}
+			if idle || p.outBytes >= flushBytes {
+				if err := p.flush(); err != nil {
+					return err
+				}
 			}
 		}
+		r.putBatch(batch)
 	}
 	return p.flush()
 }

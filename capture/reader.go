@@ -54,18 +54,25 @@ type item struct {
 	done   bool
 }
 
-const bufSize = writeSize + int(bpf.CaptureLimitsCHUNK_L)
+const (
+	bufSize = writeSize + int(bpf.CaptureLimitsCHUNK_L)
+	// batchLen items cross to the processor at a time: one channel
+	// operation per sample would cost more than the sample.
+	batchLen = 128
+)
 
 type reader struct {
-	k      ring
-	out    chan item
-	free   chan *evbuf
-	poll   time.Duration
-	next   uint64
-	held   evheap
-	events uint64
-	ticks  int
-	misses uint64
+	k       ring
+	out     chan []item
+	batches chan []item
+	cur     []item
+	free    chan *evbuf
+	poll    time.Duration
+	next    uint64
+	held    evheap
+	events  uint64
+	ticks   int
+	misses  uint64
 }
 
 // missEvery spaces out reading every program's statistics, one system call
@@ -73,7 +80,9 @@ type reader struct {
 const missEvery = 50
 
 func newReader(k ring, poll time.Duration, depth int) *reader {
-	r := &reader{k: k, out: make(chan item, depth), free: make(chan *evbuf, depth+64), poll: poll, next: 1}
+	n := depth/batchLen + 1
+	r := &reader{k: k, out: make(chan []item, n), batches: make(chan []item, n+2), free: make(chan *evbuf, depth+2*batchLen), poll: poll, next: 1}
+	r.cur = make([]item, 0, batchLen)
 	return r
 }
 
@@ -83,6 +92,34 @@ func (r *reader) get() *evbuf {
 		return b
 	default:
 		return &evbuf{b: make([]byte, 0, bufSize)}
+	}
+}
+
+// send queues an item, handing the batch on when it is full.
+func (r *reader) send(it item) {
+	r.cur = append(r.cur, it)
+	if len(r.cur) == batchLen {
+		r.push()
+	}
+}
+
+func (r *reader) push() {
+	if len(r.cur) == 0 {
+		return
+	}
+	r.out <- r.cur
+	select {
+	case b := <-r.batches:
+		r.cur = b[:0]
+	default:
+		r.cur = make([]item, 0, batchLen)
+	}
+}
+
+func (r *reader) putBatch(b []item) {
+	select {
+	case r.batches <- b:
+	default:
 	}
 }
 
@@ -126,7 +163,8 @@ func (r *reader) run(ctx context.Context) error {
 				return err
 			}
 		}
-		r.out <- item{tick: true, counts: counts, misses: r.misses}
+		r.send(item{tick: true, counts: counts, misses: r.misses})
+		r.push()
 		deadline = time.Now().Add(r.poll)
 		if stopping {
 			// A reserved sample not yet submitted leaves a gap; give it a
@@ -135,7 +173,8 @@ func (r *reader) run(ctx context.Context) error {
 				for len(r.held) > 0 {
 					r.emit(heap.Pop(&r.held).(*evbuf))
 				}
-				r.out <- item{done: true}
+				r.send(item{done: true})
+				r.push()
 				return nil
 			}
 			idle++
@@ -168,5 +207,5 @@ func (r *reader) order(eb *evbuf) {
 
 func (r *reader) emit(eb *evbuf) {
 	r.next = eb.seq + 1
-	r.out <- item{ev: eb}
+	r.send(item{ev: eb})
 }
