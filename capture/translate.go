@@ -308,18 +308,28 @@ func (p *processor) open(m *metaEv) {
 	}
 }
 
-func (p *processor) mkdir(m *metaEv) {
-	rel, res := p.resolve(cstr(&m.Path1), m.DirIno, false)
+// placeName resolves a name that an operation creates or removes (a final
+// symlink is not followed) and finds its directory in the model.
+func (p *processor) placeName(raw string, dirIno uint64, what string) (string, *node, string, bool) {
+	rel, res := p.resolve(raw, dirIno, false)
 	if res != inside {
 		p.unresolved(res)
-		return
+		return "", nil, "", false
 	}
 	parent, name := p.t.parentOf(rel)
 	if parent == nil || rel == "" {
-		p.needReconcile("directory created under a parent the model does not have", false)
-		return
+		p.needReconcile(what+" under a parent the model does not have", false)
+		return "", nil, "", false
 	}
 	p.touch(parent)
+	return rel, parent, name, true
+}
+
+func (p *processor) mkdir(m *metaEv) {
+	rel, parent, name, ok := p.placeName(cstr(&m.Path1), m.DirIno, "directory created")
+	if !ok {
+		return
+	}
 	if cur := parent.children[name]; cur != nil {
 		if cur.dir {
 			return
@@ -337,17 +347,10 @@ func (p *processor) mkdir(m *metaEv) {
 }
 
 func (p *processor) remove(m *metaEv) {
-	rel, res := p.resolve(cstr(&m.Path1), m.DirIno, false)
-	if res != inside {
-		p.unresolved(res)
+	rel, parent, name, ok := p.placeName(cstr(&m.Path1), m.DirIno, "removal")
+	if !ok {
 		return
 	}
-	parent, name := p.t.parentOf(rel)
-	if parent == nil || rel == "" {
-		p.needReconcile("removal under a parent the model does not have", false)
-		return
-	}
-	p.touch(parent)
 	op := journal.OpUnlink
 	if m.H.Type == evRmdir {
 		op = journal.OpRmdir
@@ -425,9 +428,8 @@ func (p *processor) rename(m *metaEv) {
 }
 
 func (p *processor) link(m *metaEv) {
-	newRel, newRes := p.resolve(cstr(&m.Path2), m.Dir2Ino, false)
-	if newRes != inside {
-		p.unresolved(newRes)
+	newRel, parent, name, ok := p.placeName(cstr(&m.Path2), m.Dir2Ino, "link")
+	if !ok {
 		return
 	}
 	var src *node
@@ -443,12 +445,6 @@ func (p *processor) link(m *metaEv) {
 			src = p.t.lookup(oldRel)
 		}
 	}
-	parent, name := p.t.parentOf(newRel)
-	if parent == nil || newRel == "" {
-		p.needReconcile("link under a parent the model does not have", false)
-		return
-	}
-	p.touch(parent)
 	if src == nil || src.dir {
 		p.appeared(newRel)
 		return
@@ -464,17 +460,10 @@ func (p *processor) link(m *metaEv) {
 }
 
 func (p *processor) symlink(m *metaEv) {
-	rel, res := p.resolve(cstr(&m.Path2), m.Dir2Ino, false)
-	if res != inside {
-		p.unresolved(res)
+	rel, parent, name, ok := p.placeName(cstr(&m.Path2), m.Dir2Ino, "symlink")
+	if !ok {
 		return
 	}
-	parent, name := p.t.parentOf(rel)
-	if parent == nil || rel == "" {
-		p.needReconcile("symlink under a parent the model does not have", false)
-		return
-	}
-	p.touch(parent)
 	target := cstr(&m.Path1)
 	p.removeName(parent, name, rel)
 	n := &node{symlink: true, target: target}
