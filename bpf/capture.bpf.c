@@ -30,6 +30,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define MAP_SHARED_VALIDATE 0x03
 #define PROT_WRITE 0x2
 #define SYNC_FILE_RANGE_WAIT_AFTER 4
+#define FMODE_CREATED (1 << 20)
 
 /* Set by the loader. */
 const volatile __u32 self_tgid = 0;
@@ -590,6 +591,8 @@ static __always_inline int open_exit(long ret)
 	e->h.flags = EVF_FD;
 	e->dir_ino = BPF_CORE_READ(parent, d_inode, i_ino);
 	e->dir2_ino = 0;
+	if (BPF_CORE_READ(f, f_mode) & FMODE_CREATED)
+		e->h.flags |= EVF_CREATED;
 	e->a = BPF_CORE_READ(in, i_size);
 	e->b = e->c = e->d = 0;
 	e->mode = mode;

@@ -45,6 +45,7 @@ enum ev_flag {
 	EVF_BASE_OUTSIDE = 1 << 5, /* relative path from a base outside the roots */
 	EVF_FD = 1 << 6,           /* the target is h.ino, not a path */
 	EVF_EMPTY_PATH = 1 << 7,   /* AT_EMPTY_PATH: the link source is h.ino */
+	EVF_CREATED = 1 << 8,      /* the open made a new inode (FMODE_CREATED) */
 };
 
 enum { NO_ROOT = 0xffffffff };

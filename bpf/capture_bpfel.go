@@ -35,6 +35,7 @@ const (
 	CaptureEvFlagEVF_BASE_OUTSIDE CaptureEvFlag = 32
 	CaptureEvFlagEVF_FD           CaptureEvFlag = 64
 	CaptureEvFlagEVF_EMPTY_PATH   CaptureEvFlag = 128
+	CaptureEvFlagEVF_CREATED      CaptureEvFlag = 256
 )
 
 type CaptureEvHdr struct {

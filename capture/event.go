@@ -47,6 +47,7 @@ const (
 	fBaseOutside = uint32(bpf.CaptureEvFlagEVF_BASE_OUTSIDE)
 	fFD          = uint32(bpf.CaptureEvFlagEVF_FD)
 	fEmptyPath   = uint32(bpf.CaptureEvFlagEVF_EMPTY_PATH)
+	fCreated     = uint32(bpf.CaptureEvFlagEVF_CREATED)
 )
 
 // ErrBadEvent marks a ring buffer sample that does not decode.

@@ -48,6 +48,7 @@ type processor struct {
 	// kernel sequence numbers around the last walk of the master's tree
 	scanStart, scanEnd uint64
 	scanFull           bool
+	assert             bool // walks send every name and attribute again
 	lossSeen           map[lossID]uint64
 	unknownDirIno      map[*node]bool
 	touched            []*node        // directories the current event changed
@@ -137,13 +138,17 @@ func (p *processor) finish() error {
 		p.dirtyIno(ino, 0, toEOF)
 	}
 	// A last walk of the names, while nothing is in flight: it costs a
-	// directory scan and catches an ordering the race checks missed.
+	// directory scan and catches an ordering the race checks missed. After
+	// races or losses it also sends every name and attribute again, since
+	// the replica may have had to tolerate records that raced.
+	p.assert = p.s.stats.races.Load() > 0 || p.s.stats.reconciles.Load() > 1 || p.lastCounts != [cntMax]uint64{} || p.lastMisses > 0
 	p.needReconcile("final check of names", false)
 	if p.reconcileWhy != "" {
 		if err := p.runReconcile(); err != nil {
 			return err
 		}
 	}
+	p.assert = false
 	if p.flushErr != nil {
 		return p.flushErr
 	}

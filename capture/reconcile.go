@@ -92,7 +92,9 @@ func sameKind(n *node, st *unix.Stat_t) bool {
 
 func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, full bool) error {
 	cur := dn.children[name]
-	if cur != nil && (cur.ino == st.Ino || cur.ino == 0) && sameKind(cur, st) {
+	// Directories and symlinks may not know their inode yet; a file always
+	// does, and one that lost it was an older file under a reused number.
+	if cur != nil && (cur.ino == st.Ino || (cur.ino == 0 && (cur.dir || cur.symlink))) && sameKind(cur, st) {
 		if cur.symlink {
 			if t, err := os.Readlink(p.abs(rel)); err == nil && t != cur.target {
 				p.removeName(dn, name, rel)
@@ -101,6 +103,9 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 		}
 		p.t.setIno(cur, st.Ino)
 		delete(p.unknownDirIno, cur)
+		if p.assert {
+			p.reassert(cur, rel, st)
+		}
 		if full {
 			p.attrs(rel, st)
 			if !cur.dir && !cur.symlink {
@@ -118,6 +123,13 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 	if known := p.t.byIno[st.Ino]; known != nil && known != p.t.root && sameKind(known, st) &&
 		(!known.symlink || known.target == readlink(p.abs(rel))) {
 		from, ok := p.t.path(known)
+		if ok && !known.dir && !p.sameOnMaster(from, st.Ino) {
+			// The number was reused: the known file is gone on the master
+			// and its removal is still on its way.
+			delete(p.t.byIno, st.Ino)
+			known.ino = 0
+			return p.importEntry(dn, name, rel, st)
+		}
 		if ok && !known.dir {
 			p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
 			p.t.attach(dn, name, known)
@@ -133,6 +145,12 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 	return p.importEntry(dn, name, rel, st)
 }
 
+// sameOnMaster reports whether rel on the master is still inode ino.
+func (p *processor) sameOnMaster(rel string, ino uint64) bool {
+	var st unix.Stat_t
+	return unix.Lstat(p.abs(rel), &st) == nil && st.Ino == ino
+}
+
 // importEntry sends something the replica does not have, whole.
 func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) error {
 	switch st.Mode & unix.S_IFMT {
@@ -144,7 +162,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		return p.reconcileDir(n, rel, true)
 	case unix.S_IFREG:
 		if known := p.t.byIno[st.Ino]; known != nil && !known.dir && !known.symlink {
-			if from, ok := p.t.path(known); ok {
+			if from, ok := p.t.path(known); ok && p.sameOnMaster(from, st.Ino) {
 				p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
 				p.t.attach(dn, name, known)
 				return nil
@@ -199,4 +217,24 @@ func (p *processor) resend(dir *node, rel string) {
 			p.dirtyNode(c, 0, toEOF)
 		}
 	}
+}
+
+// reassert sends again what the model says stands at rel. Every record is a
+// no-op where the replica already agrees, and puts the entry right where it
+// does not: the replica can only drift from the model where it had to
+// tolerate a record that raced.
+func (p *processor) reassert(n *node, rel string, st *unix.Stat_t) {
+	switch {
+	case n.dir:
+		p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
+	case n.symlink:
+		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: n.target})
+	default:
+		if first, ok := p.t.path(n); ok && first != rel {
+			p.emit(journal.Record{Op: journal.OpLink, Path: first, Path2: rel})
+		} else {
+			p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
+		}
+	}
+	p.attrs(rel, st)
 }

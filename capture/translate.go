@@ -290,7 +290,14 @@ func (p *processor) open(m *metaEv) {
 	case cur != nil:
 		p.removeName(parent, name, pth)
 	}
-	if known := p.t.byIno[ino]; known != nil && !known.dir {
+	if m.H.Flags&fCreated != 0 {
+		// A new inode: a node still holding the number is an older file
+		// whose removal the model has not seen yet.
+		if old := p.t.byIno[ino]; old != nil {
+			delete(p.t.byIno, ino)
+			old.ino = 0
+		}
+	} else if known := p.t.byIno[ino]; known != nil && !known.dir {
 		// The inode has another name the model knows: a link it missed.
 		if from, ok := p.t.path(known); ok {
 			p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: pth})

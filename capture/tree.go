@@ -131,6 +131,9 @@ func (t *tree) unlink(parent *node, name string) *node {
 
 // exchange swaps two names, as RENAME_EXCHANGE does.
 func (t *tree) exchange(p1 *node, n1 string, p2 *node, n2 string) {
+	if (p1 == p2 && n1 == n2) || p1.children[n1] == nil || p2.children[n2] == nil {
+		return
+	}
 	a, b := t.unlink(p1, n1), t.unlink(p2, n2)
 	t.attach(p2, n2, a)
 	t.attach(p1, n1, b)

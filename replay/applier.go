@@ -388,26 +388,33 @@ var errNotRegular = errors.New("replay: not a regular file")
 // one briefly. A link pointing out of the root is never removed here; the
 // record stays an escape.
 func (a *Applier) staleSymlink(d *fdEntry, path, name string) bool {
-	var st unix.Stat_t
-	if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		return false
-	}
-	buf := make([]byte, unix.PathMax)
-	n, err := unix.Readlinkat(d.fd, name, buf)
-	if err != nil {
-		return false
-	}
-	target := string(buf[:n])
-	dir, _ := split(path)
-	if strings.HasPrefix(target, "/") || !confinedJoin(dir, target) {
-		return false
-	}
-	if err := unix.Unlinkat(d.fd, name, 0); err != nil {
+	target, ok := innerSymlink(d, path, name)
+	if !ok || unix.Unlinkat(d.fd, name, 0) != nil {
 		return false
 	}
 	d.dirty = true
 	a.log.Info("replaced a symlink where the master has a regular file", "path", path, "target", target)
 	return true
+}
+
+// innerSymlink reports whether name in d is a symlink whose text keeps it
+// beneath the root, and returns that text.
+func innerSymlink(d *fdEntry, path, name string) (string, bool) {
+	var st unix.Stat_t
+	if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return "", false
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(d.fd, name, buf)
+	if err != nil {
+		return "", false
+	}
+	target := string(buf[:n])
+	dir, _ := split(path)
+	if strings.HasPrefix(target, "/") || !confinedJoin(dir, target) {
+		return "", false
+	}
+	return target, true
 }
 
 // confinedJoin reports whether target, taken relative to dir, stays beneath

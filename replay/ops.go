@@ -471,6 +471,12 @@ func (a *Applier) barrier(r *journal.Record) (bool, error) {
 		switch {
 		case gone(err):
 			return a.skip(r, err.Error())
+		case errors.Is(err, ErrEscape):
+			if _, ok := innerSymlink(d, r.Path, name); ok {
+				// Stale state, not an escape: a symlink holds no data.
+				return a.skip(r, "a symlink inside the root stands at the name")
+			}
+			return false, err
 		case err != nil:
 			return false, sysErr("openat2", err)
 		}
