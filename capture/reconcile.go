@@ -124,10 +124,7 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 		(!known.symlink || known.target == readlink(p.abs(rel))) {
 		from, ok := p.t.path(known)
 		if ok && !known.dir && !p.sameOnMaster(from, st.Ino) {
-			// The number was reused: the known file is gone on the master
-			// and its removal is still on its way.
-			delete(p.t.byIno, st.Ino)
-			known.ino = 0
+			p.staleIno(known)
 			return p.importEntry(dn, name, rel, st)
 		}
 		if ok && !known.dir {
@@ -137,6 +134,7 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 		}
 		if ok && known.dir && !isAncestor(known, dn) {
 			p.emit(journal.Record{Op: journal.OpRename, Path: from, Path2: rel})
+			p.attrs(rel, st)
 			op := known.links[0]
 			p.t.move(op.parent, op.name, dn, name)
 			return p.reconcileDir(known, rel, full)
@@ -149,6 +147,15 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 func (p *processor) sameOnMaster(rel string, ino uint64) bool {
 	var st unix.Stat_t
 	return unix.Lstat(p.abs(rel), &st) == nil && st.Ino == ino
+}
+
+// staleIno takes a reused inode number from a file the master has removed
+// (its removal still on its way), so that the number names only the new one.
+func (p *processor) staleIno(n *node) {
+	if p.t.byIno[n.ino] == n {
+		delete(p.t.byIno, n.ino)
+	}
+	n.ino = 0
 }
 
 // importEntry sends something the replica does not have, whole.
@@ -167,6 +174,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 				p.t.attach(dn, name, known)
 				return nil
 			}
+			p.staleIno(known)
 		}
 		n := &node{ino: st.Ino}
 		p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})

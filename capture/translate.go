@@ -294,8 +294,7 @@ func (p *processor) open(m *metaEv) {
 		// A new inode: a node still holding the number is an older file
 		// whose removal the model has not seen yet.
 		if old := p.t.byIno[ino]; old != nil {
-			delete(p.t.byIno, ino)
-			old.ino = 0
+			p.staleIno(old)
 		}
 	} else if known := p.t.byIno[ino]; known != nil && !known.dir {
 		// The inode has another name the model knows: a link it missed.
