@@ -48,7 +48,10 @@ type processor struct {
 	// kernel sequence numbers around the last walk of the master's tree
 	scanStart, scanEnd uint64
 	scanFull           bool
-	assert             bool // walks send every name and attribute again
+	assert             bool             // walks send every name and attribute again
+	walkFirst          map[*node]string // first name a walk met for each file
+	walkDirty          []*node          // files whose bytes a walk sends after the names
+	nsTrouble          bool             // names raced or the model missed one
 	lossSeen           map[lossID]uint64
 	unknownDirIno      map[*node]bool
 	touched            []*node        // directories the current event changed
@@ -142,7 +145,9 @@ func (p *processor) finish() error {
 	// races or losses it also sends every name and attribute again, since
 	// the replica may have had to tolerate records that raced.
 	p.assert = p.s.stats.races.Load() > 0 || p.s.stats.reconciles.Load() > 1 || p.lastCounts != [cntMax]uint64{} || p.lastMisses > 0
-	p.needReconcile("final check of names", false)
+	// Names that raced may have routed bytes to the wrong replica file
+	// before a walk put the names right: send the bytes again too.
+	p.needReconcile("final check of names", p.nsTrouble)
 	if p.reconcileWhy != "" {
 		if err := p.runReconcile(); err != nil {
 			return err
@@ -156,6 +161,7 @@ func (p *processor) finish() error {
 }
 
 func (p *processor) needReconcile(why string, full bool) {
+	p.nsTrouble = true
 	if p.reconcileWhy == "" {
 		p.reconcileWhy = why
 		p.pendingSince = p.s.stats.events.Load()

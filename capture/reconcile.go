@@ -30,7 +30,7 @@ func (p *processor) reconcile(full bool) error {
 	if err != nil {
 		return err
 	}
-	if err := p.reconcileDir(p.t.root, "", full); err != nil {
+	if err := p.walk(func() error { return p.reconcileDir(p.t.root, "", full) }); err != nil {
 		return err
 	}
 	end, err := p.s.k.seqNow()
@@ -39,6 +39,19 @@ func (p *processor) reconcile(full bool) error {
 	}
 	p.scanStart, p.scanEnd, p.scanFull = start, end, full
 	return nil
+}
+
+// walk runs fn, which sends names, then the bytes of the files it found:
+// bytes go after every name is in place, so that they reach the file the
+// replica's names now lead to.
+func (p *processor) walk(fn func() error) error {
+	p.walkFirst = map[*node]string{}
+	err := fn()
+	for _, n := range p.walkDirty {
+		p.dirtyNode(n, 0, toEOF)
+	}
+	p.walkDirty, p.walkFirst = p.walkDirty[:0], nil
+	return err
 }
 
 func (p *processor) reconcileDir(dn *node, rel string, full bool) error {
@@ -109,7 +122,7 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 		if full {
 			p.attrs(rel, st)
 			if !cur.dir && !cur.symlink {
-				p.dirtyNode(cur, 0, toEOF)
+				p.walkDirty = append(p.walkDirty, cur)
 			}
 		}
 		if cur.dir {
@@ -180,7 +193,8 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
 		p.attrs(rel, st)
 		p.t.attach(dn, name, n)
-		p.dirtyNode(n, 0, toEOF)
+		p.walkFirst[n] = rel
+		p.walkDirty = append(p.walkDirty, n)
 	case unix.S_IFLNK:
 		target, err := os.Readlink(p.abs(rel))
 		if err != nil {
@@ -238,9 +252,12 @@ func (p *processor) reassert(n *node, rel string, st *unix.Stat_t) {
 	case n.symlink:
 		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: n.target})
 	default:
-		if first, ok := p.t.path(n); ok && first != rel {
+		// The first name this walk met is the one the others link to: it
+		// has been put right already, names met earlier in the model may not.
+		if first, ok := p.walkFirst[n]; ok && first != rel {
 			p.emit(journal.Record{Op: journal.OpLink, Path: first, Path2: rel})
 		} else {
+			p.walkFirst[n] = rel
 			p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
 		}
 	}

@@ -107,7 +107,7 @@ func (p *processor) appeared(rel string) {
 		p.needReconcile("entry appeared and vanished", false)
 		return
 	}
-	if err := p.importEntry(parent, name, rel, &st); err != nil {
+	if err := p.walk(func() error { return p.importEntry(parent, name, rel, &st) }); err != nil {
 		p.needReconcile("entry appeared but could not be read: "+err.Error(), false)
 	}
 }
