@@ -135,17 +135,10 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 	}
 	if known := p.t.byIno[st.Ino]; known != nil && known != p.t.root && sameKind(known, st) &&
 		(!known.symlink || known.target == readlink(p.abs(rel))) {
-		from, ok := p.t.path(known)
-		if ok && !known.dir && !p.sameOnMaster(from, st.Ino) {
-			p.staleIno(known)
-			return p.importEntry(dn, name, rel, st)
+		if !known.dir {
+			return p.importEntry(dn, name, rel, st) // links it when it can
 		}
-		if ok && !known.dir {
-			p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
-			p.t.attach(dn, name, known)
-			return nil
-		}
-		if ok && known.dir && !isAncestor(known, dn) {
+		if from, ok := p.t.path(known); ok && !isAncestor(known, dn) {
 			p.emit(journal.Record{Op: journal.OpRename, Path: from, Path2: rel})
 			p.attrs(rel, st)
 			op := known.links[0]
@@ -156,10 +149,26 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 	return p.importEntry(dn, name, rel, st)
 }
 
-// sameOnMaster reports whether rel on the master is still inode ino.
-func (p *processor) sameOnMaster(rel string, ino uint64) bool {
-	var st unix.Stat_t
-	return unix.Lstat(p.abs(rel), &st) == nil && st.Ino == ino
+// linkSource finds a name of n that the master still has as inode ino, to
+// link a further name to: the one this walk already put right if any. None
+// means the number was reused and n is an older file whose removal is still
+// on its way.
+func (p *processor) linkSource(n *node, ino uint64) (string, bool) {
+	if first, ok := p.walkFirst[n]; ok {
+		return first, true
+	}
+	for _, l := range n.links {
+		dir, ok := p.t.path(l.parent)
+		if !ok {
+			continue
+		}
+		rel := path.Join(dir, l.name)
+		var st unix.Stat_t
+		if unix.Lstat(p.abs(rel), &st) == nil && st.Ino == ino {
+			return rel, true
+		}
+	}
+	return "", false
 }
 
 // staleIno takes a reused inode number from a file the master has removed
@@ -182,7 +191,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		return p.reconcileDir(n, rel, true)
 	case unix.S_IFREG:
 		if known := p.t.byIno[st.Ino]; known != nil && !known.dir && !known.symlink {
-			if from, ok := p.t.path(known); ok && p.sameOnMaster(from, st.Ino) {
+			if from, ok := p.linkSource(known, st.Ino); ok {
 				p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
 				p.t.attach(dn, name, known)
 				return nil
@@ -199,6 +208,14 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		target, err := os.Readlink(p.abs(rel))
 		if err != nil {
 			return nil // gone again; its events follow
+		}
+		if known := p.t.byIno[st.Ino]; known != nil && known.symlink && known.target == target {
+			if from, ok := p.linkSource(known, st.Ino); ok {
+				p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
+				p.t.attach(dn, name, known)
+				return nil
+			}
+			p.staleIno(known)
 		}
 		n := &node{ino: st.Ino, symlink: true, target: target}
 		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: target})
