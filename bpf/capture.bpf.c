@@ -1,8 +1,12 @@
 //go:build ignore
 
-// writecap capture: syscall tracepoints only (kprobes, fentry and LSM do not
-// load on the kernels we target). Every change is reported at sys_exit, after
-// the kernel returned success, with the byte count it returned.
+// writecap capture: the raw syscall tracepoints only (kprobes, fentry and LSM
+// do not load on the kernels we target). Two dispatchers on raw_tp sys_enter
+// and sys_exit tail-call one program per syscall of interest, so every other
+// syscall costs a table lookup; raw tracepoints also skip the perf buffer
+// that classic syscall tracepoints fill before a program runs. Every change
+// is reported at sys_exit, after the kernel returned success, with the byte
+// count it returned. Argument registers are x86-64's.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -133,6 +137,21 @@ struct {
 	__type(value, struct fcache_val);
 } fcache SEC(".maps");
 
+/* Handlers by syscall number, filled by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, __u32);
+} enter_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, __u32);
+} exit_calls SEC(".maps");
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -153,33 +172,42 @@ static __always_inline int dev_protected(__u64 dev)
 	return -1;
 }
 
+/*
+ * Kernel structures are read through BTF-typed pointers: the loads compile
+ * to plain (fault-handled) loads instead of a bpf_probe_read_kernel call
+ * each, which on the hot path of every write is most of the cost.
+ */
+extern void *bpf_rdonly_cast(const void *obj__ign, __u32 btf_id__k) __ksym;
+#define kcast(p, T) ((T *)bpf_rdonly_cast((void *)(p), bpf_core_type_id_kernel(T)))
+
 static __always_inline struct file *fd_file(int fd)
 {
-	struct task_struct *t = (void *)bpf_get_current_task();
-	struct files_struct *files = BPF_CORE_READ(t, files);
-	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
-	struct file **fds;
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = t->files->fdt;
 	struct file *f = NULL;
 
-	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return f;
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
+	if (!f)
+		return NULL;
+	return kcast(f, struct file);
 }
 
 /* Index of the protected root at or above d, or -1. */
 static __always_inline int walk_root(struct dentry *d)
 {
 	for (int i = 0; i < MAX_DEPTH; i++) {
-		struct inode *in = BPF_CORE_READ(d, d_inode);
-		__u64 ino = BPF_CORE_READ(in, i_ino);
-		__u64 dev = BPF_CORE_READ(in, i_sb, s_dev);
+		struct inode *in = d->d_inode;
+		if (!in)
+			return -1;
+		__u64 ino = in->i_ino;
+		__u64 dev = in->i_sb->s_dev;
 
 		for (__u32 r = 0; r < MAX_ROOTS && r < nroots; r++)
 			if (roots[r].ino == ino && roots[r].dev == dev)
 				return r;
-		struct dentry *p = BPF_CORE_READ(d, d_parent);
+		struct dentry *p = d->d_parent;
 		if (!p || p == d)
 			return -1;
 		d = p;
@@ -190,12 +218,12 @@ static __always_inline int walk_root(struct dentry *d)
 
 static __always_inline int file_root(struct file *f)
 {
-	struct inode *in = BPF_CORE_READ(f, f_inode);
+	struct inode *in = f->f_inode;
 	__u64 key = (__u64)f;
 
-	if (dev_protected(BPF_CORE_READ(in, i_sb, s_dev)) < 0)
+	if (!in || dev_protected(in->i_sb->s_dev) < 0)
 		return -1;
-	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct dentry *d = f->f_path.dentry;
 	__u32 gen = ns_gen;
 	struct fcache_val *v = bpf_map_lookup_elem(&fcache, &key);
 	if (v && v->dentry == (__u64)d && v->gen == gen)
@@ -348,8 +376,8 @@ static __always_inline int write_enter(int kind, int fd, __u64 buf, __u64 cnt, _
 	struct file *f = fd_file(fd);
 	if (!f)
 		return 0;
-	struct inode *in = BPF_CORE_READ(f, f_inode);
-	if ((BPF_CORE_READ(in, i_mode) & S_IFMT) != S_IFREG)
+	struct inode *in = f->f_inode;
+	if (!in || (in->i_mode & S_IFMT) != S_IFREG)
 		return 0;
 	int root = file_root(f);
 	if (root < 0)
@@ -362,7 +390,7 @@ static __always_inline int write_enter(int kind, int fd, __u64 buf, __u64 cnt, _
 		return 0;
 	}
 	struct wr_in w = {
-		.ino = BPF_CORE_READ(in, i_ino),
+		.ino = in->i_ino,
 		.file = (__u64)f,
 		.buf = buf,
 		.cnt = cnt,
@@ -371,12 +399,12 @@ static __always_inline int write_enter(int kind, int fd, __u64 buf, __u64 cnt, _
 		.kind = kind,
 		.root = root,
 		.rwf = rwf,
-		.fflags = BPF_CORE_READ(f, f_flags),
+		.fflags = f->f_flags,
 	};
 	if ((w.fflags & O_APPEND) || (rwf & RWF_APPEND))
-		w.lo = BPF_CORE_READ(in, i_size);
+		w.lo = in->i_size;
 	else
-		w.lo = BPF_CORE_READ(f, f_pos);
+		w.lo = f->f_pos;
 	*wp = w;
 	return 0;
 }
@@ -473,64 +501,85 @@ out:
 	return 0;
 }
 
-#define ARG(i) (ctx->args[i])
+/* The syscall's arguments, from the registers it was entered with. */
+static __always_inline unsigned long sysarg(struct bpf_raw_tracepoint_args *ctx, int i)
+{
+	struct pt_regs *regs = (void *)ctx->args[0];
 
-SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write(struct trace_event_raw_sys_enter *ctx)
+	switch (i) {
+	case 0:
+		return BPF_CORE_READ(regs, di);
+	case 1:
+		return BPF_CORE_READ(regs, si);
+	case 2:
+		return BPF_CORE_READ(regs, dx);
+	case 3:
+		return BPF_CORE_READ(regs, r10);
+	case 4:
+		return BPF_CORE_READ(regs, r8);
+	default:
+		return BPF_CORE_READ(regs, r9);
+	}
+}
+
+#define ARG(i) sysarg(ctx, i)
+
+SEC("raw_tp/sys_enter")
+int enter_write(struct bpf_raw_tracepoint_args *ctx)
 {
 	return write_enter(K_WRITE, ARG(0), ARG(1), ARG(2), 0, 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_pwrite64")
-int enter_pwrite64(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_pwrite64(struct bpf_raw_tracepoint_args *ctx)
 {
 	return write_enter(K_PWRITE, ARG(0), ARG(1), ARG(2), ARG(3), 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_writev(struct bpf_raw_tracepoint_args *ctx)
 {
 	return write_enter(K_WRITEV, ARG(0), ARG(1), ARG(2), 0, 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_pwritev")
-int enter_pwritev(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_pwritev(struct bpf_raw_tracepoint_args *ctx)
 {
 	return write_enter(K_PWRITEV, ARG(0), ARG(1), ARG(2), ARG(3), 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_pwritev2")
-int enter_pwritev2(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_pwritev2(struct bpf_raw_tracepoint_args *ctx)
 {
 	return write_enter(K_PWRITEV2, ARG(0), ARG(1), ARG(2), ARG(3), ARG(5));
 }
 
 /* copy_file_range(in, off_in, out, off_out, len, flags) */
-SEC("tracepoint/syscalls/sys_enter_copy_file_range")
-int enter_copy_file_range(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_copy_file_range(struct bpf_raw_tracepoint_args *ctx)
 {
 	return write_enter(ARG(3) ? K_COPY_POS : K_COPY, ARG(2), ARG(3), 0, 0, 0);
 }
 
 /* splice(in, off_in, out, off_out, len, flags) */
-SEC("tracepoint/syscalls/sys_enter_splice")
-int enter_splice(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_splice(struct bpf_raw_tracepoint_args *ctx)
 {
 	return write_enter(ARG(3) ? K_COPY_POS : K_COPY, ARG(2), ARG(3), 0, 0, 0);
 }
 
 /* sendfile(out, in, offset, count): writes at out's file position */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_sendfile64(struct bpf_raw_tracepoint_args *ctx)
 {
 	return write_enter(K_COPY, ARG(0), 0, 0, 0, 0);
 }
 
 #define WRITE_EXIT(name)                                        \
-	SEC("tracepoint/syscalls/sys_exit_" #name)              \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)   \
+	SEC("raw_tp/sys_exit")              \
+	int exit_##name(struct bpf_raw_tracepoint_args *ctx)   \
 	{                                                       \
-		return write_exit(ctx->ret);                    \
+		return write_exit((long)ctx->args[1]);                    \
 	}
 
 WRITE_EXIT(write)
@@ -572,8 +621,8 @@ static __always_inline int open_exit(long ret)
 		goto out;
 	if (dev_protected(BPF_CORE_READ(in, i_sb, s_dev)) < 0)
 		goto out;
-	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *d = f->f_path.dentry;
+	struct dentry *parent = d->d_parent;
 	int root = walk_root(parent);
 	if (root < 0)
 		goto out;
@@ -611,17 +660,17 @@ out:
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_open")
-int enter_open(struct trace_event_raw_sys_enter *ctx) { return open_enter(ARG(1)); }
+SEC("raw_tp/sys_enter")
+int enter_open(struct bpf_raw_tracepoint_args *ctx) { return open_enter(ARG(1)); }
 
-SEC("tracepoint/syscalls/sys_enter_openat")
-int enter_openat(struct trace_event_raw_sys_enter *ctx) { return open_enter(ARG(2)); }
+SEC("raw_tp/sys_enter")
+int enter_openat(struct bpf_raw_tracepoint_args *ctx) { return open_enter(ARG(2)); }
 
-SEC("tracepoint/syscalls/sys_enter_creat")
-int enter_creat(struct trace_event_raw_sys_enter *ctx) { return open_enter(O_CREAT | O_TRUNC); }
+SEC("raw_tp/sys_enter")
+int enter_creat(struct bpf_raw_tracepoint_args *ctx) { return open_enter(O_CREAT | O_TRUNC); }
 
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int enter_openat2(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_openat2(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 flags = 0;
 	bpf_probe_read_user(&flags, sizeof(flags), (void *)ARG(2));
@@ -629,10 +678,10 @@ int enter_openat2(struct trace_event_raw_sys_enter *ctx)
 }
 
 #define OPEN_EXIT(name)                                         \
-	SEC("tracepoint/syscalls/sys_exit_" #name)              \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)   \
+	SEC("raw_tp/sys_exit")              \
+	int exit_##name(struct bpf_raw_tracepoint_args *ctx)   \
 	{                                                       \
-		return open_exit(ctx->ret);                     \
+		return open_exit((long)ctx->args[1]);                     \
 	}
 
 OPEN_EXIT(open)
@@ -702,13 +751,13 @@ static __always_inline int match_abs(const char *p)
 static __always_inline struct dentry *base_dentry(int dfd)
 {
 	if (dfd == AT_FDCWD) {
-		struct task_struct *t = (void *)bpf_get_current_task();
-		return BPF_CORE_READ(t, fs, pwd.dentry);
+		struct task_struct *t = bpf_get_current_task_btf();
+		return t->fs->pwd.dentry;
 	}
 	struct file *f = fd_file(dfd);
 	if (!f)
 		return NULL;
-	return BPF_CORE_READ(f, f_path.dentry);
+	return f->f_path.dentry;
 }
 
 /*
@@ -857,27 +906,27 @@ out:
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mkdir")
-int enter_mkdir(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_MKDIR, AT_FDCWD, (void *)ARG(0), 0, ARG(1)); }
+SEC("raw_tp/sys_enter")
+int enter_mkdir(struct bpf_raw_tracepoint_args *ctx) { return path1_enter(EV_MKDIR, AT_FDCWD, (void *)ARG(0), 0, ARG(1)); }
 
-SEC("tracepoint/syscalls/sys_enter_mkdirat")
-int enter_mkdirat(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_MKDIR, ARG(0), (void *)ARG(1), 0, ARG(2)); }
+SEC("raw_tp/sys_enter")
+int enter_mkdirat(struct bpf_raw_tracepoint_args *ctx) { return path1_enter(EV_MKDIR, ARG(0), (void *)ARG(1), 0, ARG(2)); }
 
-SEC("tracepoint/syscalls/sys_enter_rmdir")
-int enter_rmdir(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_RMDIR, AT_FDCWD, (void *)ARG(0), AT_SYMLINK_NOFOLLOW, 0); }
+SEC("raw_tp/sys_enter")
+int enter_rmdir(struct bpf_raw_tracepoint_args *ctx) { return path1_enter(EV_RMDIR, AT_FDCWD, (void *)ARG(0), AT_SYMLINK_NOFOLLOW, 0); }
 
-SEC("tracepoint/syscalls/sys_enter_unlink")
-int enter_unlink(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_UNLINK, AT_FDCWD, (void *)ARG(0), AT_SYMLINK_NOFOLLOW, 0); }
+SEC("raw_tp/sys_enter")
+int enter_unlink(struct bpf_raw_tracepoint_args *ctx) { return path1_enter(EV_UNLINK, AT_FDCWD, (void *)ARG(0), AT_SYMLINK_NOFOLLOW, 0); }
 
-SEC("tracepoint/syscalls/sys_enter_unlinkat")
-int enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_unlinkat(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 fl = ARG(2);
 	return path1_enter(fl & AT_REMOVEDIR ? EV_RMDIR : EV_UNLINK, ARG(0), (void *)ARG(1), AT_SYMLINK_NOFOLLOW, 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_truncate")
-int enter_truncate(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_truncate(struct bpf_raw_tracepoint_args *ctx)
 {
 	int r = path1_enter(EV_TRUNCATE, AT_FDCWD, (void *)ARG(0), 0, 0);
 	__u64 id = bpf_get_current_pid_tgid();
@@ -887,14 +936,14 @@ int enter_truncate(struct trace_event_raw_sys_enter *ctx)
 	return r;
 }
 
-SEC("tracepoint/syscalls/sys_enter_chmod")
-int enter_chmod(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_CHMOD, AT_FDCWD, (void *)ARG(0), 0, ARG(1)); }
+SEC("raw_tp/sys_enter")
+int enter_chmod(struct bpf_raw_tracepoint_args *ctx) { return path1_enter(EV_CHMOD, AT_FDCWD, (void *)ARG(0), 0, ARG(1)); }
 
-SEC("tracepoint/syscalls/sys_enter_fchmodat")
-int enter_fchmodat(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_CHMOD, ARG(0), (void *)ARG(1), 0, ARG(2)); }
+SEC("raw_tp/sys_enter")
+int enter_fchmodat(struct bpf_raw_tracepoint_args *ctx) { return path1_enter(EV_CHMOD, ARG(0), (void *)ARG(1), 0, ARG(2)); }
 
-SEC("tracepoint/syscalls/sys_enter_fchmodat2")
-int enter_fchmodat2(struct trace_event_raw_sys_enter *ctx) { return path1_enter(EV_CHMOD, ARG(0), (void *)ARG(1), ARG(3), ARG(2)); }
+SEC("raw_tp/sys_enter")
+int enter_fchmodat2(struct bpf_raw_tracepoint_args *ctx) { return path1_enter(EV_CHMOD, ARG(0), (void *)ARG(1), ARG(3), ARG(2)); }
 
 static __always_inline int chown_enter(int dfd, const char *p, __u32 uid, __u32 gid, __u32 at)
 {
@@ -908,17 +957,17 @@ static __always_inline int chown_enter(int dfd, const char *p, __u32 uid, __u32 
 	return r;
 }
 
-SEC("tracepoint/syscalls/sys_enter_chown")
-int enter_chown(struct trace_event_raw_sys_enter *ctx) { return chown_enter(AT_FDCWD, (void *)ARG(0), ARG(1), ARG(2), 0); }
+SEC("raw_tp/sys_enter")
+int enter_chown(struct bpf_raw_tracepoint_args *ctx) { return chown_enter(AT_FDCWD, (void *)ARG(0), ARG(1), ARG(2), 0); }
 
-SEC("tracepoint/syscalls/sys_enter_lchown")
-int enter_lchown(struct trace_event_raw_sys_enter *ctx) { return chown_enter(AT_FDCWD, (void *)ARG(0), ARG(1), ARG(2), AT_SYMLINK_NOFOLLOW); }
+SEC("raw_tp/sys_enter")
+int enter_lchown(struct bpf_raw_tracepoint_args *ctx) { return chown_enter(AT_FDCWD, (void *)ARG(0), ARG(1), ARG(2), AT_SYMLINK_NOFOLLOW); }
 
-SEC("tracepoint/syscalls/sys_enter_fchownat")
-int enter_fchownat(struct trace_event_raw_sys_enter *ctx) { return chown_enter(ARG(0), (void *)ARG(1), ARG(2), ARG(3), ARG(4)); }
+SEC("raw_tp/sys_enter")
+int enter_fchownat(struct bpf_raw_tracepoint_args *ctx) { return chown_enter(ARG(0), (void *)ARG(1), ARG(2), ARG(3), ARG(4)); }
 
-SEC("tracepoint/syscalls/sys_enter_fchown")
-int enter_fchown(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_fchown(struct bpf_raw_tracepoint_args *ctx)
 {
 	int r = fd_enter(EV_CHOWN, ARG(0), 0, 0, 0);
 	__u64 id = bpf_get_current_pid_tgid();
@@ -930,34 +979,34 @@ int enter_fchown(struct trace_event_raw_sys_enter *ctx)
 	return r;
 }
 
-SEC("tracepoint/syscalls/sys_enter_fchmod")
-int enter_fchmod(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_CHMOD, ARG(0), 0, 0, ARG(1)); }
+SEC("raw_tp/sys_enter")
+int enter_fchmod(struct bpf_raw_tracepoint_args *ctx) { return fd_enter(EV_CHMOD, ARG(0), 0, 0, ARG(1)); }
 
-SEC("tracepoint/syscalls/sys_enter_ftruncate")
-int enter_ftruncate(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_TRUNCATE, ARG(0), ARG(1), 0, 0); }
+SEC("raw_tp/sys_enter")
+int enter_ftruncate(struct bpf_raw_tracepoint_args *ctx) { return fd_enter(EV_TRUNCATE, ARG(0), ARG(1), 0, 0); }
 
-SEC("tracepoint/syscalls/sys_enter_fallocate")
-int enter_fallocate(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_FALLOCATE, ARG(0), ARG(2), ARG(3), ARG(1)); }
+SEC("raw_tp/sys_enter")
+int enter_fallocate(struct bpf_raw_tracepoint_args *ctx) { return fd_enter(EV_FALLOCATE, ARG(0), ARG(2), ARG(3), ARG(1)); }
 
-SEC("tracepoint/syscalls/sys_enter_fsync")
-int enter_fsync(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_FSYNC, ARG(0), 0, 0, 0); }
+SEC("raw_tp/sys_enter")
+int enter_fsync(struct bpf_raw_tracepoint_args *ctx) { return fd_enter(EV_FSYNC, ARG(0), 0, 0, 0); }
 
-SEC("tracepoint/syscalls/sys_enter_fdatasync")
-int enter_fdatasync(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_FSYNC, ARG(0), 0, 0, 0); }
+SEC("raw_tp/sys_enter")
+int enter_fdatasync(struct bpf_raw_tracepoint_args *ctx) { return fd_enter(EV_FSYNC, ARG(0), 0, 0, 0); }
 
-SEC("tracepoint/syscalls/sys_enter_sync_file_range")
-int enter_sync_file_range(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_sync_file_range(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (!(ARG(3) & SYNC_FILE_RANGE_WAIT_AFTER))
 		return 0;
 	return fd_enter(EV_FSYNC, ARG(0), ARG(1), ARG(2), 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_syncfs")
-int enter_syncfs(struct trace_event_raw_sys_enter *ctx) { return fd_enter(EV_SYNCFS, ARG(0), 0, 0, 0); }
+SEC("raw_tp/sys_enter")
+int enter_syncfs(struct bpf_raw_tracepoint_args *ctx) { return fd_enter(EV_SYNCFS, ARG(0), 0, 0, 0); }
 
-SEC("tracepoint/syscalls/sys_enter_sync")
-int enter_sync(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_sync(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (is_self())
 		return 0;
@@ -967,8 +1016,8 @@ int enter_sync(struct trace_event_raw_sys_enter *ctx)
 	return meta_save(m);
 }
 
-SEC("tracepoint/syscalls/sys_enter_msync")
-int enter_msync(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_msync(struct bpf_raw_tracepoint_args *ctx)
 {
 	if (is_self())
 		return 0;
@@ -979,8 +1028,8 @@ int enter_msync(struct trace_event_raw_sys_enter *ctx)
 }
 
 /* mmap(addr, len, prot, flags, fd, off): stores through it are invisible. */
-SEC("tracepoint/syscalls/sys_enter_mmap")
-int enter_mmap(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_mmap(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 prot = ARG(2), fl = ARG(3);
 	if (!(prot & PROT_WRITE) || (fl & MAP_SHARED_VALIDATE) == 0 || (fl & MAP_SHARED_VALIDATE) == 0x02)
@@ -988,8 +1037,8 @@ int enter_mmap(struct trace_event_raw_sys_enter *ctx)
 	return fd_enter(EV_MMAP, ARG(4), 0, 0, 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_utimensat")
-int enter_utimensat(struct trace_event_raw_sys_enter *ctx)
+SEC("raw_tp/sys_enter")
+int enter_utimensat(struct bpf_raw_tracepoint_args *ctx)
 {
 	const char *p = (void *)ARG(1);
 	int r;
@@ -1014,32 +1063,32 @@ int enter_utimensat(struct trace_event_raw_sys_enter *ctx)
 	return r;
 }
 
-SEC("tracepoint/syscalls/sys_enter_rename")
-int enter_rename(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_RENAME, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
+SEC("raw_tp/sys_enter")
+int enter_rename(struct bpf_raw_tracepoint_args *ctx) { return path2_enter(EV_RENAME, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
 
-SEC("tracepoint/syscalls/sys_enter_renameat")
-int enter_renameat(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_RENAME, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), 0); }
+SEC("raw_tp/sys_enter")
+int enter_renameat(struct bpf_raw_tracepoint_args *ctx) { return path2_enter(EV_RENAME, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), 0); }
 
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int enter_renameat2(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_RENAME, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), ARG(4)); }
+SEC("raw_tp/sys_enter")
+int enter_renameat2(struct bpf_raw_tracepoint_args *ctx) { return path2_enter(EV_RENAME, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), ARG(4)); }
 
-SEC("tracepoint/syscalls/sys_enter_link")
-int enter_link(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_LINK, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
+SEC("raw_tp/sys_enter")
+int enter_link(struct bpf_raw_tracepoint_args *ctx) { return path2_enter(EV_LINK, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
 
-SEC("tracepoint/syscalls/sys_enter_linkat")
-int enter_linkat(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_LINK, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), ARG(4)); }
+SEC("raw_tp/sys_enter")
+int enter_linkat(struct bpf_raw_tracepoint_args *ctx) { return path2_enter(EV_LINK, ARG(0), (void *)ARG(1), ARG(2), (void *)ARG(3), ARG(4)); }
 
-SEC("tracepoint/syscalls/sys_enter_symlink")
-int enter_symlink(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_SYMLINK, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
+SEC("raw_tp/sys_enter")
+int enter_symlink(struct bpf_raw_tracepoint_args *ctx) { return path2_enter(EV_SYMLINK, AT_FDCWD, (void *)ARG(0), AT_FDCWD, (void *)ARG(1), 0); }
 
-SEC("tracepoint/syscalls/sys_enter_symlinkat")
-int enter_symlinkat(struct trace_event_raw_sys_enter *ctx) { return path2_enter(EV_SYMLINK, AT_FDCWD, (void *)ARG(0), ARG(1), (void *)ARG(2), 0); }
+SEC("raw_tp/sys_enter")
+int enter_symlinkat(struct bpf_raw_tracepoint_args *ctx) { return path2_enter(EV_SYMLINK, AT_FDCWD, (void *)ARG(0), ARG(1), (void *)ARG(2), 0); }
 
 #define META_EXIT(name, mm)                                     \
-	SEC("tracepoint/syscalls/sys_exit_" #name)              \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)   \
+	SEC("raw_tp/sys_exit")              \
+	int exit_##name(struct bpf_raw_tracepoint_args *ctx)   \
 	{                                                       \
-		return meta_exit(ctx->ret, mm);                 \
+		return meta_exit((long)ctx->args[1], mm);                 \
 	}
 
 META_EXIT(mkdir, 0)
@@ -1073,3 +1122,24 @@ META_EXIT(link, 0)
 META_EXIT(linkat, 0)
 META_EXIT(symlink, 0)
 META_EXIT(symlinkat, 0)
+
+/* The only two programs attached. */
+SEC("raw_tp/sys_enter")
+int dispatch_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	bpf_tail_call(ctx, &enter_calls, (__u32)ctx->args[1]);
+	return 0;
+}
+
+SEC("raw_tp/sys_exit")
+int dispatch_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (void *)ctx->args[0];
+
+	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	bpf_tail_call(ctx, &exit_calls, (__u32)BPF_CORE_READ(regs, orig_ax));
+	return 0;
+}

@@ -170,13 +170,17 @@ type CaptureWrIn struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	CaptureMapCounters            = "counters"
+	CaptureMapEnterCalls          = "enter_calls"
 	CaptureMapEvents              = "events"
+	CaptureMapExitCalls           = "exit_calls"
 	CaptureMapFcache              = "fcache"
 	CaptureMapInflightM           = "inflight_m"
 	CaptureMapInflightO           = "inflight_o"
 	CaptureMapInflightW           = "inflight_w"
 	CaptureMapLosses              = "losses"
 	CaptureMapScratch             = "scratch"
+	CaptureProgDispatchEnter      = "dispatch_enter"
+	CaptureProgDispatchExit       = "dispatch_exit"
 	CaptureProgEnterChmod         = "enter_chmod"
 	CaptureProgEnterChown         = "enter_chown"
 	CaptureProgEnterCopyFileRange = "enter_copy_file_range"
@@ -319,6 +323,8 @@ type CaptureSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CaptureProgramSpecs struct {
+	DispatchEnter      *ebpf.ProgramSpec `ebpf:"dispatch_enter"`
+	DispatchExit       *ebpf.ProgramSpec `ebpf:"dispatch_exit"`
 	EnterChmod         *ebpf.ProgramSpec `ebpf:"enter_chmod"`
 	EnterChown         *ebpf.ProgramSpec `ebpf:"enter_chown"`
 	EnterCopyFileRange *ebpf.ProgramSpec `ebpf:"enter_copy_file_range"`
@@ -411,14 +417,16 @@ type CaptureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CaptureMapSpecs struct {
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Fcache    *ebpf.MapSpec `ebpf:"fcache"`
-	InflightM *ebpf.MapSpec `ebpf:"inflight_m"`
-	InflightO *ebpf.MapSpec `ebpf:"inflight_o"`
-	InflightW *ebpf.MapSpec `ebpf:"inflight_w"`
-	Losses    *ebpf.MapSpec `ebpf:"losses"`
-	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	EnterCalls *ebpf.MapSpec `ebpf:"enter_calls"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	ExitCalls  *ebpf.MapSpec `ebpf:"exit_calls"`
+	Fcache     *ebpf.MapSpec `ebpf:"fcache"`
+	InflightM  *ebpf.MapSpec `ebpf:"inflight_m"`
+	InflightO  *ebpf.MapSpec `ebpf:"inflight_o"`
+	InflightW  *ebpf.MapSpec `ebpf:"inflight_w"`
+	Losses     *ebpf.MapSpec `ebpf:"losses"`
+	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 }
 
 // CaptureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -459,20 +467,24 @@ func (o *CaptureObjects) Close() error {
 //
 // It can be passed to LoadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CaptureMaps struct {
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Events    *ebpf.Map `ebpf:"events"`
-	Fcache    *ebpf.Map `ebpf:"fcache"`
-	InflightM *ebpf.Map `ebpf:"inflight_m"`
-	InflightO *ebpf.Map `ebpf:"inflight_o"`
-	InflightW *ebpf.Map `ebpf:"inflight_w"`
-	Losses    *ebpf.Map `ebpf:"losses"`
-	Scratch   *ebpf.Map `ebpf:"scratch"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	EnterCalls *ebpf.Map `ebpf:"enter_calls"`
+	Events     *ebpf.Map `ebpf:"events"`
+	ExitCalls  *ebpf.Map `ebpf:"exit_calls"`
+	Fcache     *ebpf.Map `ebpf:"fcache"`
+	InflightM  *ebpf.Map `ebpf:"inflight_m"`
+	InflightO  *ebpf.Map `ebpf:"inflight_o"`
+	InflightW  *ebpf.Map `ebpf:"inflight_w"`
+	Losses     *ebpf.Map `ebpf:"losses"`
+	Scratch    *ebpf.Map `ebpf:"scratch"`
 }
 
 func (m *CaptureMaps) Close() error {
 	return _CaptureClose(
 		m.Counters,
+		m.EnterCalls,
 		m.Events,
+		m.ExitCalls,
 		m.Fcache,
 		m.InflightM,
 		m.InflightO,
@@ -504,6 +516,8 @@ type CaptureVariables struct {
 //
 // It can be passed to LoadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CapturePrograms struct {
+	DispatchEnter      *ebpf.Program `ebpf:"dispatch_enter"`
+	DispatchExit       *ebpf.Program `ebpf:"dispatch_exit"`
 	EnterChmod         *ebpf.Program `ebpf:"enter_chmod"`
 	EnterChown         *ebpf.Program `ebpf:"enter_chown"`
 	EnterCopyFileRange *ebpf.Program `ebpf:"enter_copy_file_range"`
@@ -594,6 +608,8 @@ type CapturePrograms struct {
 
 func (p *CapturePrograms) Close() error {
 	return _CaptureClose(
+		p.DispatchEnter,
+		p.DispatchExit,
 		p.EnterChmod,
 		p.EnterChown,
 		p.EnterCopyFileRange,

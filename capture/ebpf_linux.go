@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -17,8 +15,6 @@ import (
 
 	"github.com/writecap/writecap/bpf"
 )
-
-const tracefs = "/sys/kernel/tracing"
 
 // kernel is the loaded and attached BPF side of a Source.
 type kernel struct {
@@ -31,18 +27,6 @@ type kernel struct {
 
 var _ ring = (*kernel)(nil)
 
-// ensureTracefs mounts tracefs when the boot did not: tracepoint attachment
-// needs its event ids.
-func ensureTracefs() error {
-	if _, err := os.Stat(filepath.Join(tracefs, "events")); err == nil {
-		return nil
-	}
-	if err := unix.Mount("nodev", tracefs, "tracefs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-		return fmt.Errorf("capture: mount tracefs on %s: %w", tracefs, err)
-	}
-	return nil
-}
-
 // kernelDev converts a stat(2) device number to the kernel's internal dev_t,
 // which is what BPF reads from super_block.s_dev.
 func kernelDev(dev uint64) uint64 {
@@ -52,9 +36,6 @@ func kernelDev(dev uint64) uint64 {
 func loadKernel(roots []string, cfg Config) (*kernel, error) {
 	if len(roots) == 0 || len(roots) > maxRoots {
 		return nil, fmt.Errorf("capture: %d roots given, between 1 and %d supported", len(roots), maxRoots)
-	}
-	if err := ensureTracefs(); err != nil {
-		return nil, err
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("capture: remove memlock limit: %w", err)
@@ -114,19 +95,29 @@ func loadKernel(roots []string, cfg Config) (*kernel, error) {
 	return k, nil
 }
 
+// attach fills the tail-call tables with one handler per syscall, then
+// attaches the two dispatchers.
 func (k *kernel) attach(spec *ebpf.CollectionSpec) error {
-	for name, ps := range spec.Programs {
-		group, tp, ok := strings.Cut(strings.TrimPrefix(ps.SectionName, "tracepoint/"), "/")
-		if !ok {
-			return fmt.Errorf("capture: program %s: unexpected section %q", name, ps.SectionName)
+	tables := map[string]*ebpf.Map{"enter_": k.coll.Maps["enter_calls"], "exit_": k.coll.Maps["exit_calls"]}
+	for name, prog := range k.coll.Programs {
+		if strings.HasPrefix(name, "dispatch_") {
+			continue
 		}
-		prog := k.coll.Programs[name]
-		if prog == nil {
-			return fmt.Errorf("capture: program %s not loaded", name)
+		dir, sc, _ := strings.Cut(name, "_")
+		nr, ok := syscallNumbers[sc]
+		table := tables[dir+"_"]
+		if !ok || table == nil {
+			return fmt.Errorf("capture: program %s handles no known syscall", name)
 		}
-		l, err := link.Tracepoint(group, tp, prog, nil)
+		if err := table.Put(nr, prog); err != nil {
+			return fmt.Errorf("capture: install %s for syscall %d: %w", name, nr, err)
+		}
+	}
+	for _, tp := range []string{"sys_enter", "sys_exit"} {
+		prog := k.coll.Programs["dispatch_"+strings.TrimPrefix(tp, "sys_")]
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
 		if err != nil {
-			return fmt.Errorf("capture: attach %s/%s: %w", group, tp, err)
+			return fmt.Errorf("capture: attach raw tracepoint %s: %w", tp, err)
 		}
 		k.links = append(k.links, l)
 	}
@@ -209,17 +200,9 @@ func (k *kernel) losses(fn func(key lossKey, lo, hi int64, count uint64)) error 
 }
 
 func (k *kernel) Close() error {
-	// Each detach waits for an RCU grace period; waiting for them together
-	// takes one instead of a hundred.
-	var wg sync.WaitGroup
 	for _, l := range k.links {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.Close()
-		}()
+		l.Close()
 	}
-	wg.Wait()
 	if k.ring != nil {
 		k.ring.Close()
 	}
