@@ -105,9 +105,11 @@ func sameKind(n *node, st *unix.Stat_t) bool {
 
 func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, full bool) error {
 	cur := dn.children[name]
-	// Directories and symlinks may not know their inode yet; a file always
+	// Directories and symlinks may not know their inode yet (unless another
+	// node has it: then this is a second name of that one); a file always
 	// does, and one that lost it was an older file under a reused number.
-	if cur != nil && (cur.ino == st.Ino || (cur.ino == 0 && (cur.dir || cur.symlink))) && sameKind(cur, st) {
+	unknownIno := cur != nil && cur.ino == 0 && (cur.dir || cur.symlink) && p.t.byIno[st.Ino] == nil
+	if cur != nil && (cur.ino == st.Ino || unknownIno) && sameKind(cur, st) {
 		if cur.symlink {
 			if t, err := os.Readlink(p.abs(rel)); err == nil && t != cur.target {
 				p.removeName(dn, name, rel)
@@ -218,6 +220,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 			p.staleIno(known)
 		}
 		n := &node{ino: st.Ino, symlink: true, target: target}
+		p.walkFirst[n] = rel
 		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: target})
 		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
 		p.t.attach(dn, name, n)
@@ -267,7 +270,12 @@ func (p *processor) reassert(n *node, rel string, st *unix.Stat_t) {
 	case n.dir:
 		p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
 	case n.symlink:
-		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: n.target})
+		if first, ok := p.walkFirst[n]; ok && first != rel {
+			p.emit(journal.Record{Op: journal.OpLink, Path: first, Path2: rel})
+		} else {
+			p.walkFirst[n] = rel
+			p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: n.target})
+		}
 	default:
 		// The first name this walk met is the one the others link to: it
 		// has been put right already, names met earlier in the model may not.
