@@ -42,7 +42,6 @@ type processor struct {
 	reconcileWhy  string // non-empty: a reconciliation is due
 	reconcileFull bool
 	pendingSince  uint64
-	sawRepair     bool
 	lastCounts    [cntMax]uint64
 	lastMisses    uint64
 	// kernel sequence numbers around the last walk of the master's tree

@@ -70,7 +70,6 @@ type reader struct {
 	poll    time.Duration
 	next    uint64
 	held    evheap
-	events  uint64
 	ticks   int
 	misses  uint64
 }
@@ -146,7 +145,6 @@ func (r *reader) run(ctx context.Context) error {
 				return fmt.Errorf("capture: ring record: %w", cerr)
 			}
 			eb.seq = hdrOf(b).Seq
-			r.events++
 			r.order(eb)
 			eb = r.get()
 			continue
