@@ -131,11 +131,8 @@ func (a *Applier) create(r *journal.Record) (bool, error) {
 		}
 		e, err = a.file(r.Path)
 	}
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	// The file may exist already (replay): set the exact bits, no umask.
 	if err := unix.Fchmod(e.fd, r.Mode&0o7777); err != nil {
@@ -189,11 +186,8 @@ func removeAll(dirfd int, name string) error {
 
 func (a *Applier) mkdir(r *journal.Record) (bool, error) {
 	d, name, err := a.parent(r.Path)
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	mode := r.Mode & 0o7777
 	err = unix.Mkdirat(d.fd, name, mode)
@@ -223,11 +217,8 @@ func (a *Applier) mkdir(r *journal.Record) (bool, error) {
 
 func (a *Applier) rmdir(r *journal.Record) (bool, error) {
 	d, name, err := a.parent(r.Path)
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	err = unix.Unlinkat(d.fd, name, unix.AT_REMOVEDIR)
 	switch err {
@@ -248,11 +239,8 @@ func (a *Applier) rmdir(r *journal.Record) (bool, error) {
 
 func (a *Applier) unlink(r *journal.Record) (bool, error) {
 	d, name, err := a.parent(r.Path)
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	err = unix.Unlinkat(d.fd, name, 0)
 	switch err {
@@ -278,11 +266,8 @@ func (a *Applier) parents(r *journal.Record) (sd *fdEntry, sn string, dd *fdEntr
 
 func (a *Applier) rename(r *journal.Record) (bool, error) {
 	sd, sn, dd, dn, err := a.parents(r)
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	flags := uint(r.Flags)
 	err = unix.Renameat2(sd.fd, sn, dd.fd, dn, flags)
@@ -315,11 +300,8 @@ func (a *Applier) rename(r *journal.Record) (bool, error) {
 
 func (a *Applier) link(r *journal.Record) (bool, error) {
 	sd, sn, dd, dn, err := a.parents(r)
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	// No AT_SYMLINK_FOLLOW: like link(2), a symlink source is linked
 	// itself, never resolved.
@@ -357,11 +339,8 @@ func sameFile(d1 int, n1 string, d2 int, n2 string) (bool, error) {
 
 func (a *Applier) symlink(r *journal.Record) (bool, error) {
 	d, name, err := a.parent(r.Path)
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	err = unix.Symlinkat(r.Path2, d.fd, name)
 	if err == unix.EEXIST {
@@ -380,11 +359,8 @@ func (a *Applier) symlink(r *journal.Record) (bool, error) {
 
 func (a *Applier) setattr(r *journal.Record) (bool, error) {
 	d, name, err := a.parent(r.Path)
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	var st unix.Stat_t
 	err = unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -454,11 +430,8 @@ func (a *Applier) barrier(r *journal.Record) (bool, error) {
 		return false, nil
 	}
 	d, name, err := a.parent(r.Path)
-	switch {
-	case gone(err):
-		return a.skip(r, err.Error())
-	case err != nil:
-		return false, sysErr("openat2", err)
+	if err != nil {
+		return a.unresolved(r, err)
 	}
 	if e := a.cache.get(r.Path); e != nil {
 		if err := a.fsync(e.fd, r.Path); err != nil {
@@ -493,4 +466,13 @@ func (a *Applier) barrier(r *journal.Record) (bool, error) {
 	d.dirty = false
 	a.nBarriers.Add(1)
 	return false, nil
+}
+
+// unresolved answers a record whose path could not be opened: a missing
+// parent is stale replica state and skipped, anything else is an error.
+func (a *Applier) unresolved(r *journal.Record, err error) (bool, error) {
+	if gone(err) {
+		return a.skip(r, err.Error())
+	}
+	return false, sysErr("openat2", err)
 }
