@@ -418,8 +418,7 @@ static __always_inline int write_exit(long ret)
 	if (ret <= 0)
 		goto out;
 
-	struct file *f = (void *)w->file;
-	struct inode *in = BPF_CORE_READ(f, f_inode);
+	struct file *f = kcast(w->file, struct file);
 	struct wctx c = {};
 	int positional = 0, append = (w->fflags & O_APPEND) || (w->rwf & RWF_APPEND);
 
@@ -434,9 +433,10 @@ static __always_inline int write_exit(long ret)
 	}
 	if (append) {
 		/* O_APPEND wins even over pwrite's offset. */
-		c.off = BPF_CORE_READ(in, i_size) - ret;
+		__s64 size = f->f_inode->i_size;
+		c.off = size - ret;
 		c.lo = w->lo < c.off ? w->lo : c.off;
-		c.hi = BPF_CORE_READ(in, i_size);
+		c.hi = size;
 	} else if (positional) {
 		c.off = w->pos;
 		c.lo = c.off;
@@ -448,7 +448,7 @@ static __always_inline int write_exit(long ret)
 		c.lo = c.off;
 		c.hi = after;
 	} else {
-		__s64 fpos = BPF_CORE_READ(f, f_pos);
+		__s64 fpos = f->f_pos;
 		c.off = fpos - ret;
 		c.lo = w->lo < c.off ? w->lo : c.off;
 		c.hi = fpos > c.off + ret ? fpos : c.off + ret;
