@@ -99,7 +99,7 @@ func (p *processor) loop(r *reader) error {
 					return err
 				}
 			case it.tick:
-				if err := p.tick(r, it.counts, it.misses); err != nil {
+				if err := p.tick(it.counts, it.misses); err != nil {
 					return err
 				}
 			case it.done:
@@ -221,7 +221,7 @@ func (p *processor) flush() error {
 }
 
 // tick checks the kernel's counters for loss and turns it into repairs.
-func (p *processor) tick(r *reader, c [cntMax]uint64, misses uint64) error {
+func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 	last := p.lastCounts
 	p.lastCounts = c
 	if misses != p.lastMisses {

@@ -2,7 +2,6 @@ package capture
 
 import (
 	"path"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -115,12 +114,14 @@ func (p *processor) dirByIno(ino uint64) *node {
 }
 
 // learnIno takes the inode of a newly made directory from the master, which
-// the mkdir event does not carry.
-func (p *processor) learnIno(n *node, rel string) {
+// the mkdir event does not carry, and reports whether the master's entry is
+// that directory, with its stat.
+func (p *processor) learnIno(n *node, rel string) (unix.Stat_t, bool) {
 	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(p.root, rel), &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && p.t.byIno[st.Ino] == nil {
+	if err := unix.Lstat(p.abs(rel), &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && p.t.byIno[st.Ino] == nil {
 		p.t.setIno(n, st.Ino)
-		return
+		return st, true
 	}
 	p.unknownDirIno[n] = true
+	return st, false
 }

@@ -345,9 +345,7 @@ func (p *processor) mkdir(m *metaEv) {
 	n := &node{dir: true, children: map[string]*node{}}
 	p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: m.Mode & 07777})
 	p.t.attach(parent, name, n)
-	p.learnIno(n, rel)
-	var st unix.Stat_t
-	if unix.Lstat(p.abs(rel), &st) == nil && st.Ino == n.ino {
+	if st, ok := p.learnIno(n, rel); ok {
 		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner | journal.SetMode, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid})
 	}
 }
