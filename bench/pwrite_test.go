@@ -21,10 +21,21 @@ const childEnv = "WRITECAP_BENCH_CHILD"
 // TestMain doubles as the writer process: capture ignores its own process.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
-		var path string
-		var n int
-		fmt.Sscanf(spec, "%d %s", &n, &path)
-		d, err := PwriteLoop(path, n, 4096, 64<<20)
+		var (
+			mode, path string
+			n          int64
+			d          time.Duration
+			err        error
+		)
+		fmt.Sscanf(spec, "%s %d %s", &mode, &n, &path)
+		switch mode {
+		case "pwrite":
+			d, err = PwriteLoop(path, int(n), 4096, 64<<20)
+		case "seq":
+			d, err = SeqWrite(path, n, 1<<20)
+		default:
+			err = fmt.Errorf("bench: unknown writer %q", mode)
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -35,10 +46,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func child(b *testing.B, path string, n int) time.Duration {
+// child runs a writer in another process and returns the time it took.
+func child(b *testing.B, mode string, n int64, path string) time.Duration {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d %s", childEnv, n, path))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %s", childEnv, mode, n, path))
 	out, err := cmd.Output()
 	if err != nil {
 		b.Fatalf("writer: %v", err)
@@ -85,7 +97,7 @@ func BenchmarkPwrite4K(b *testing.B) {
 	// tracepoint cost that every write on the machine pays once it is.
 	var off, outside, on []time.Duration
 	for r := 0; r < rounds; r++ {
-		off = append(off, child(b, filepath.Join(plain, "f"), n))
+		off = append(off, child(b, "pwrite", n, filepath.Join(plain, "f")))
 	}
 	src, err := capture.New(capture.Config{Root: captured})
 	if err != nil {
@@ -98,8 +110,8 @@ func BenchmarkPwrite4K(b *testing.B) {
 	go func() { done <- src.Run(ctx, sink) }()
 
 	for r := 0; r < rounds; r++ {
-		outside = append(outside, child(b, filepath.Join(plain, "f"), n))
-		on = append(on, child(b, filepath.Join(captured, "f"), n))
+		outside = append(outside, child(b, "pwrite", n, filepath.Join(plain, "f")))
+		on = append(on, child(b, "pwrite", n, filepath.Join(captured, "f")))
 	}
 	cancel()
 	if err := <-done; err != nil {

@@ -80,6 +80,7 @@ func newProcessor(s *Source, sink Sink) (*processor, error) {
 // whatever changes during the walk follows as events.
 func (p *processor) initial() error {
 	p.s.stats.reconciles.Add(1)
+	p.rebuildAt()
 	if err := p.reconcile(true); err != nil {
 		return err
 	}
@@ -220,8 +221,40 @@ func (p *processor) flush() error {
 	return nil
 }
 
+// rebuildAt tells a Rebuilder sink that a full copy starts with the next
+// record; everything before it has been handed on.
+func (p *processor) rebuildAt() {
+	if rb, ok := p.sink.(Rebuilder); ok {
+		rb.RebuildAt(p.seq + 1)
+	}
+}
+
+// rebuild sends the whole tree again: every name, attribute and byte, as to
+// an empty replica.
+func (p *processor) rebuild() error {
+	if err := p.flush(); err != nil {
+		return err
+	}
+	p.s.stats.reconciles.Add(1)
+	before := p.seq
+	p.rebuildAt()
+	p.assert = true
+	err := p.reconcile(true)
+	p.assert = false
+	if err != nil {
+		return err
+	}
+	p.log.Info("sent a full copy of the tree", "root", p.root, "records", p.seq-before)
+	return p.flush()
+}
+
 // tick checks the kernel's counters for loss and turns it into repairs.
 func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
+	if p.s.resync.Swap(false) {
+		if err := p.rebuild(); err != nil {
+			return err
+		}
+	}
 	last := p.lastCounts
 	p.lastCounts = c
 	if misses != p.lastMisses {

@@ -23,6 +23,13 @@ type Sink interface {
 	Write(recs []journal.Record) error
 }
 
+// A Rebuilder is a Sink that wants to know where full copies of the tree
+// begin: the records from seq on bring an empty replica to the master's
+// state, so a replica that cannot resume may start over there.
+type Rebuilder interface {
+	RebuildAt(seq uint64)
+}
+
 // Config describes what to capture and the limits that apply.
 type Config struct {
 	Root string // protected directory (absolute, no symlinks in it after cleaning)
@@ -79,10 +86,11 @@ type Stats struct {
 
 // Source captures one protected tree.
 type Source struct {
-	cfg   Config
-	root  string
-	k     ring
-	stats stats
+	cfg    Config
+	root   string
+	k      ring
+	stats  stats
+	resync atomic.Bool // a full copy has been asked for
 }
 
 type stats struct {
@@ -153,6 +161,10 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 	}
 	return <-readErr
 }
+
+// Resync asks Run for a full copy of the tree, as if to an empty replica,
+// within a poll interval. A Rebuilder sink learns where it begins.
+func (s *Source) Resync() { s.resync.Store(true) }
 
 // Stats returns the counts so far.
 func (s *Source) Stats() Stats {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -58,18 +59,24 @@ func requireBPF(t *testing.T) {
 	t.Skip(why)
 }
 
-// mirrorProc is a running `writecap mirror`.
-type mirrorProc struct {
+// agent is a running writecap subcommand.
+type agent struct {
+	name   string
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	done   chan error
 }
 
 // startMirror runs the mirror and returns once it printed "ready", that is
 // once capture is attached.
-func startMirror(t *testing.T, src, dst string, extra ...string) *mirrorProc {
+func startMirror(t *testing.T, src, dst string, extra ...string) *agent {
 	t.Helper()
-	args := append([]string{"mirror", "--source", src, "--target", dst}, extra...)
+	return startAgent(t, append([]string{"mirror", "--source", src, "--target", dst}, extra...)...)
+}
+
+// startAgent runs writecap with args and returns once it printed "ready".
+func startAgent(t *testing.T, args ...string) *agent {
+	t.Helper()
 	if os.Getenv("WRITECAP_TRACE") != "" {
 		args = append(args, "-v")
 	}
@@ -78,7 +85,7 @@ func startMirror(t *testing.T, src, dst string, extra ...string) *mirrorProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &mirrorProc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &agent{name: args[0], cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -101,7 +108,7 @@ func startMirror(t *testing.T, src, dst string, extra ...string) *mirrorProc {
 	}()
 	if !<-ready {
 		err := <-p.done
-		t.Fatalf("mirror exited before ready: %v\n%s", err, p.stderr)
+		t.Fatalf("%s exited before ready: %v\n%s", p.name, err, p.stderr)
 	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
@@ -113,19 +120,48 @@ func startMirror(t *testing.T, src, dst string, extra ...string) *mirrorProc {
 }
 
 // stop sends SIGINT and requires a clean exit: everything captured applied.
-func (p *mirrorProc) stop(t *testing.T) {
+func (p *agent) stop(t *testing.T) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-p.done; err != nil {
-		t.Fatalf("mirror did not exit cleanly: %v\n%s", err, lastLines(p.stderr.String(), 80))
+		t.Fatalf("%s did not exit cleanly: %v\n%s", p.name, err, lastLines(p.stderr.String(), 80))
 	}
-	t.Logf("mirror log:\n%s", lastLines(p.stderr.String(), 40))
+	t.Logf("%s log:\n%s", p.name, lastLines(p.stderr.String(), 40))
 	if f := os.Getenv("WRITECAP_TRACE"); f != "" {
-		os.WriteFile(f, p.stderr.Bytes(), 0o644)
+		os.WriteFile(f+"."+p.name, p.stderr.Bytes(), 0o644)
 	}
 }
+
+// kill ends the agent with SIGKILL, as a crash would.
+func (p *agent) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+}
+
+// syncBuffer is a log buffer read while the agent writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func (b *syncBuffer) Bytes() []byte { return []byte(b.String()) }
 
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")

@@ -82,21 +82,52 @@ func sharedDir(t *testing.T, p *pg) string {
 func TestPostgres(t *testing.T) {
 	requireBPF(t)
 	p := findPG(t)
+	base := sharedDir(t, p)
+	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var m *agent
+	want := p.bench(t, base, src, func() { m = startMirror(t, src, dst) })
+	m.stop(t)
+	p.check(t, base, src, dst, want)
+}
+
+// TestPostgresReplica: the same with master and replica processes over
+// loopback TLS.
+func TestPostgresReplica(t *testing.T) {
+	requireBPF(t)
+	p := findPG(t)
+	base := sharedDir(t, p)
+	pr := newPairIn(t, base)
+	var rep, m *agent
+	want := p.bench(t, base, pr.src, func() {
+		rep = pr.replica()
+		m = pr.master()
+	})
+	m.stop(t)
+	rep.stop(t)
+	p.check(t, base, pr.src, pr.dst, want)
+}
+
+// bench starts replication, then initdb, pgbench -i -s 10 and pgbench -c 4
+// under src, and returns sum(abalance) after a clean shutdown.
+func (p *pg) bench(t *testing.T, base, src string, start func()) string {
+	t.Helper()
 	seconds := "60"
 	if s := os.Getenv("WRITECAP_PGBENCH_SECONDS"); s != "" {
 		seconds = s
 	}
-	base := sharedDir(t, p)
-	src, dst, sock := filepath.Join(base, "src"), filepath.Join(base, "dst"), filepath.Join(base, "sock")
+	sock := filepath.Join(base, "sock")
+	if err := os.Mkdir(sock, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, d := range []string{src, sock} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
 		if err := os.Chown(d, p.uid, p.gid); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m := startMirror(t, src, dst)
+	start()
 	data := filepath.Join(src, "pgdata")
 	p.run(t, "initdb", "-D", data, "--no-locale", "-E", "UTF8")
 	p.start(t, data, sock, 54391)
@@ -112,12 +143,18 @@ func TestPostgres(t *testing.T) {
 	want := p.sum(t, sock, 54391)
 	p.stop(t, data)
 	stopped = true
-	m.stop(t)
+	return want
+}
 
+// check requires dst identical to src and a PostgreSQL on dst to answer
+// sum(abalance) = want.
+func (p *pg) check(t *testing.T, base, src, dst, want string) {
+	t.Helper()
 	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true, Ignore: []string{"pgdata/postmaster.pid"}})
 	if t.Failed() {
 		return
 	}
+	sock := filepath.Join(base, "sock")
 	replica := filepath.Join(dst, "pgdata")
 	p.start(t, replica, sock, 54392)
 	got := p.sum(t, sock, 54392)

@@ -5,7 +5,8 @@
 // one batch: the records are encoded with msgpack, the payload is compressed
 // with lz4 and the whole is sealed with a CRC. A Decoder (or DecodeBatch)
 // turns one batch back into records; a Reader reads batches one after
-// another from a stream.
+// another from a stream. A Spool queues batches in memory and in segment
+// files until the replicas, or the replica's applier, are done with them.
 //
 // # Batch layout
 //
@@ -77,6 +78,59 @@
 // batches beyond them. testdata/*.golden pins the bytes of fixed batches;
 // regenerate them with go test ./journal -update only for an intended change.
 //
+// # Spool segments
+//
+// A Spool's files are segments in its directory, each named after the seq
+// its first batch has: twenty decimal digits, zero-padded so that names sort
+// as seqs do, then ".wcs", as in 00000000000000000042.wcs. Other names are
+// not segments and are left alone. A segment is a 16-byte header followed by
+// batches back to back, exactly as Encoder.AppendBatch made them, nothing
+// before, between or after them:
+//
+//	byte 0            4         5                             8
+//	     +------------+---------+-----------------------------+
+//	     |   magic    | version |          reserved           |
+//	     |   "WCJS"   |  u8 = 1 |        3 bytes = 0          |
+//	     +------------+---------+-----------------------------+
+//	   8 |          first seq u64 (the one in the name)       |
+//	     +----------------------------------------------------+
+//	  16 |  batch (Batch layout): header, payload             |
+//	     +----------------------------------------------------+
+//	     |  batch whose first seq follows the last one's last |
+//	     +----------------------------------------------------+
+//	     |  ...                                               |
+//	     +----------------------------------------------------+
+//
+// The first batch starts at the header's first seq, each later batch at the
+// seq after the previous one's last, and each segment at the seq after the
+// previous segment's last batch: the seqs of a spool directory are one run
+// without breaks. A segment holding no batch yet is only its header; the
+// newest segment is kept even when all its batches are released, so that a
+// reopened spool knows the last seq it was given.
+//
+// There is no checksum over the segment: each batch carries its own CRC-32C
+// over its header bytes 0 to 27 and its payload as stored (see Batch
+// layout), which is checked when the spool opens the segment and again
+// whenever a cursor reads the batch from disk. The segment header is checked
+// field by field instead: magic, version, zero reserved bytes, and a first
+// seq equal to the name's.
+//
+// A crash can leave a batch half written, and a disk can damage one. When a
+// Spool opens, it reads its segments in seq order, checking each header and
+// each batch's header, length, CRC and seqs, without decoding records. At
+// the first problem nothing further is trusted: the segment is truncated
+// just before the bad batch (removed, if its own header is bad or it does not
+// follow the segment before it), every later segment is removed, a warning
+// names the file, the offset and what was wrong, and the repair is made
+// durable before OpenSpool returns. The spool then holds the batches before
+// the problem and goes on after the last of them.
+//
+// On-disk format, which cannot change without a new segment version: the
+// segment header's magic, version and layout (segMagic, segVersion,
+// segHeaderSize and the segOff* constants), the file name (segNameDigits and
+// segExt), and everything the batch layout fixes. SegmentSize is not part of
+// it: a spool reads segments of any size.
+//
 // # Errors
 //
 // Decode errors wrap ErrCorrupt or ErrTruncated and say what was wrong and
@@ -84,5 +138,8 @@
 // Decode (always 0) or in a Reader's stream; "byte N" inside a header is
 // from the start of the batch; "payload byte N" is from the start of the
 // uncompressed payload. Record errors name the record's index and the seq
-// it should carry.
+// it should carry. A Spool's errors about a file name it, and a batch in a
+// segment by its offset in the file: "journal: segment PATH: batch at offset
+// N: ..."; a refused Append wraps ErrInvalid or ErrSpoolFull, a cursor that
+// fell behind what was released ErrGap.
 package journal

@@ -168,6 +168,16 @@ func (a *Applier) apply(r *journal.Record) (skipped bool, err error) {
 	return false, nil // bookmark: a marker in the stream, nothing on disk
 }
 
+// Check reports what Apply would refuse in r before touching the disk: an
+// unknown operation, a malformed or escaping path, a dirty record. A
+// receiver uses it to refuse a record before storing it.
+func Check(r *journal.Record) error {
+	if err := check(r); err != nil {
+		return newRecordError(r, err)
+	}
+	return nil
+}
+
 // check rejects a record before it touches the disk.
 func check(r *journal.Record) error {
 	switch r.Op {

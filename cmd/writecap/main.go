@@ -25,6 +25,10 @@ func main() {
 		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 	}
 	root.AddCommand(mirrorCmd())
+	root.AddCommand(certsCmd())
+	root.AddCommand(masterCmd())
+	root.AddCommand(replicaCmd())
+	root.AddCommand(statusCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "writecap:", err)
 		os.Exit(1)

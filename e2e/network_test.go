@@ -1,0 +1,323 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/writecap/writecap/internal/treecmp"
+	"github.com/writecap/writecap/internal/workload"
+	"github.com/writecap/writecap/monitor"
+)
+
+// pair is a master and a replica on loopback, as separate processes.
+type pair struct {
+	t                        *testing.T
+	certs                    string
+	src, dst, outside        string
+	mstate, rstate           string
+	listen, mmetric, rmetric string
+	masterArgs               []string
+}
+
+func newPair(t *testing.T, masterArgs ...string) *pair {
+	t.Helper()
+	return newPairIn(t, t.TempDir(), masterArgs...)
+}
+
+// newPairIn makes the trees beneath base.
+func newPairIn(t *testing.T, base string, masterArgs ...string) *pair {
+	t.Helper()
+	p := &pair{
+		t: t, certs: filepath.Join(base, "certs"),
+		src: filepath.Join(base, "src"), dst: filepath.Join(base, "dst"), outside: filepath.Join(base, "outside"),
+		mstate: filepath.Join(base, "mstate"), rstate: filepath.Join(base, "rstate"),
+		listen: freeAddr(t), mmetric: freeAddr(t), rmetric: freeAddr(t), masterArgs: masterArgs,
+	}
+	for _, d := range []string{p.src, p.outside} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The initial copy has something to carry.
+	if err := os.WriteFile(filepath.Join(p.src, "before"), []byte("present at start"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	makeCerts(t, p.certs, "master", "replica")
+	return p
+}
+
+func makeCerts(t *testing.T, dir string, nodes ...string) {
+	t.Helper()
+	args := []string{"certs", "--dir", dir}
+	for _, n := range nodes {
+		args = append(args, "--node", n)
+	}
+	if out, err := exec.Command(binary, args...).CombinedOutput(); err != nil {
+		t.Fatalf("writecap certs: %v\n%s", err, out)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func tlsArgs(dir, node string) []string {
+	return []string{"--ca", filepath.Join(dir, "ca.crt"), "--cert", filepath.Join(dir, node+".crt"),
+		"--key", filepath.Join(dir, node+".key"), "--name", node}
+}
+
+func (p *pair) replica() *agent {
+	p.t.Helper()
+	args := append([]string{"replica", "--listen", p.listen, "--root", p.dst, "--state", p.rstate,
+		"--metrics", p.rmetric, "--master", "master"}, tlsArgs(p.certs, "replica")...)
+	return startAgent(p.t, args...)
+}
+
+func (p *pair) master() *agent {
+	p.t.Helper()
+	args := append([]string{"master", "--source", p.src, "--replica", p.listen, "--replica-name", "replica",
+		"--state", p.mstate, "--metrics", p.mmetric}, tlsArgs(p.certs, "master")...)
+	return startAgent(p.t, append(args, p.masterArgs...)...)
+}
+
+func (p *pair) workload(seed int64, ops int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := workload.Run(context.Background(), p.src, workload.Options{
+			Seed: seed, Threads: 4, OpsPerThread: ops, MaxWrite: 1 << 20, Outside: p.outside,
+		})
+		done <- err
+	}()
+	return done
+}
+
+func (p *pair) compare() {
+	p.t.Helper()
+	treecmp.AssertEqual(p.t, p.src, p.dst, treecmp.Options{Owners: true})
+}
+
+// status reads an agent's status document.
+func status(t *testing.T, addr string) *monitor.Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := monitor.Fetch(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// waitFor polls an agent's status until cond holds. Status is the signal:
+// there is no event to wait on across processes.
+func waitFor(t *testing.T, addr, what string, cond func(*monitor.Report) bool) *monitor.Report {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r := status(t, addr)
+		if cond(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s; status: %+v", what, r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metric reads one sample from an agent's /metrics.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q: %v", name, line, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("metric %s not served by %s", name, addr)
+	return 0
+}
+
+func applied(r *monitor.Report) uint64 { return r.Scenarios[0].Applied }
+
+// TestReplicate: master and replica over loopback with a randomized
+// workload; identical trees after the master drains; status and metrics
+// report the session.
+func TestReplicate(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	rep := p.replica()
+	m := p.master()
+	if err := <-p.workload(11, 1500); err != nil {
+		t.Fatal(err)
+	}
+	ms := status(t, p.mmetric)
+	if len(ms.Scenarios) != 1 || len(ms.Scenarios[0].Peers) != 1 || !ms.Scenarios[0].Peers[0].Connected {
+		t.Fatalf("master status does not show the connected replica: %+v", ms)
+	}
+	out, err := exec.Command(binary, "status", "--addr", p.mmetric).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "replica "+p.listen) || !strings.Contains(string(out), "connected") {
+		t.Fatalf("writecap status: %v\n%s", err, out)
+	}
+	t.Logf("writecap status:\n%s", out)
+	m.stop(t)
+	rs := status(t, p.rmetric)
+	if got := metric(t, p.rmetric, "writecap_replica_resets_total"); got != 1 {
+		t.Errorf("replica was rebuilt %v times, want once (the initial copy)", got)
+	}
+	rep.stop(t)
+	p.compare()
+	if rs.Scenarios[0].State != "waiting" {
+		t.Errorf("replica state after the master left = %q, want waiting", rs.Scenarios[0].State)
+	}
+}
+
+// TestReplicaKilled: the replica is killed with SIGKILL and restarted
+// several times under load; it resumes from its durable spool each time
+// (never rebuilt) and the trees end identical.
+func TestReplicaKilled(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	rep := p.replica()
+	m := p.master()
+	done := p.workload(12, 2000)
+	var last uint64
+	for i := range 3 {
+		r := waitFor(t, p.rmetric, "the replica to apply more in a session", func(r *monitor.Report) bool {
+			return applied(r) > last && r.Scenarios[0].State == "connected"
+		})
+		last = applied(r)
+		rep.kill(t)
+		rep = p.replica()
+		t.Logf("kill %d: replica had applied #%d", i+1, last)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, p.mmetric, "the master to see the replica again", func(r *monitor.Report) bool {
+		return r.Scenarios[0].Peers[0].Connected
+	})
+	if got := metric(t, p.mmetric, "writecap_master_reconnects_total"); got < 3 {
+		t.Errorf("master counted %v reconnects, want at least 3", got)
+	}
+	m.stop(t)
+	// The last replica process only ever resumed: a rebuild would show.
+	if got := metric(t, p.rmetric, "writecap_replica_resets_total"); got != 0 {
+		t.Errorf("restarted replica was rebuilt %v times; it should resume from its spool", got)
+	}
+	rep.stop(t)
+	p.compare()
+}
+
+// TestMasterKilled: the master agent is killed with SIGKILL mid-workload
+// and restarted; the replica is brought back to the master's state.
+func TestMasterKilled(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	rep := p.replica()
+	m := p.master()
+	done := p.workload(13, 2000)
+	waitFor(t, p.rmetric, "the replica to apply something", func(r *monitor.Report) bool { return applied(r) > 100 })
+	m.kill(t)
+	m = p.master()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	// Recovery path: a new master incarnation cannot resume the old one's
+	// sequence numbers, so the replica is rebuilt from a full copy.
+	if got := metric(t, p.rmetric, "writecap_replica_resets_total"); got != 2 {
+		t.Errorf("replica rebuilt %v times, want 2 (first start, master restart)", got)
+	}
+	rep.stop(t)
+	p.compare()
+}
+
+// TestSpoolOverflow: the replica is away while the master's spool passes
+// its limit; the master drops its spool rather than grow, and rebuilds the
+// replica when it returns.
+func TestSpoolOverflow(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t, "--spool-max", "16MiB", "--spool-memory", "4MiB")
+	rep := p.replica()
+	m := p.master()
+	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool { return applied(r) > 0 })
+	rep.stop(t)
+	if err := <-p.workload(14, 1500); err != nil {
+		t.Fatal(err)
+	}
+	if got := metric(t, p.mmetric, "writecap_master_spool_overflows_total"); got < 1 {
+		t.Fatalf("spool never overflowed (%v); the test needs a larger workload", got)
+	}
+	if got := metric(t, p.mmetric, "writecap_master_spool_bytes"); got > 16<<20 {
+		t.Errorf("spool holds %v bytes, over its 16 MiB limit", got)
+	}
+	rep = p.replica()
+	m.stop(t)
+	if got := metric(t, p.rmetric, "writecap_replica_resets_total"); got != 1 {
+		t.Errorf("returning replica rebuilt %v times, want 1", got)
+	}
+	rep.stop(t)
+	p.compare()
+}
+
+// TestWrongCA: a master whose certificate another CA signed is refused
+// before any data is exchanged, and the replica's data stays as it was.
+func TestWrongCA(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	other := filepath.Join(t.TempDir(), "other")
+	makeCerts(t, other, "master")
+	rep := p.replica()
+	args := append([]string{"master", "--source", p.src, "--replica", p.listen, "--state", p.mstate,
+		"--metrics", p.mmetric}, tlsArgs(other, "master")...)
+	m := startAgent(t, args...)
+	waitFor(t, p.mmetric, "a refused session", func(r *monitor.Report) bool {
+		return r.Scenarios[0].Peers[0].Reconnects >= 2
+	})
+	ms := status(t, p.mmetric)
+	if e := ms.Scenarios[0].Peers[0].LastError; !strings.Contains(e, "certificate") && !strings.Contains(e, "tls") {
+		t.Errorf("master's last error %q does not say the certificate was refused", e)
+	}
+	m.stop(t)
+	if got := metric(t, p.rmetric, "writecap_replica_sessions_total"); got != 0 {
+		t.Errorf("replica accepted %v sessions from the wrong CA", got)
+	}
+	rep.stop(t)
+	if !strings.Contains(rep.stderr.String(), "refused before any data") {
+		t.Errorf("replica log does not name the refusal:\n%s", lastLines(rep.stderr.String(), 20))
+	}
+	ents, err := os.ReadDir(p.dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 0 {
+		t.Errorf("replica root has %d entries after a refused master, want none", len(ents))
+	}
+}

@@ -1,0 +1,350 @@
+// Package master runs the master agent: it captures a protected tree,
+// queues the journal in a spool and streams it to every replica of the
+// scenario, each from where it stands.
+package master
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/writecap/writecap/capture"
+	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/monitor"
+	"github.com/writecap/writecap/stream"
+)
+
+// Replica is one replica of the scenario.
+type Replica struct {
+	Addr string // host:port
+	// Name is the identity its certificate must carry; "" accepts any
+	// certificate of the scenario's CA.
+	Name string
+}
+
+// Config is what `writecap master` needs.
+type Config struct {
+	Scenario string
+	Name     string // this master's identity (its certificate's common name)
+	Source   string
+	State    string // spool directory; outside Source
+	Replicas []Replica
+	// TLS returns the client configuration that checks a replica's name.
+	TLS func(serverName string) (*tls.Config, error)
+
+	Compress  bool
+	Bandwidth int64 // bytes per second to each replica; 0: unlimited
+	SpoolMem  int64 // spool bytes kept in memory before disk (default 256 MiB)
+	SpoolMax  int64 // spool bytes in all; 0: no limit
+	MinFree   int64 // bytes the spool leaves free on its file system
+	// DrainTimeout bounds how long a stopping master waits for replicas to
+	// apply everything captured (default 1 minute).
+	DrainTimeout time.Duration
+	Stream       stream.SenderConfig // timeouts and window; Addr, TLS, Hello and Feed are filled in
+	Capture      capture.Config      // Root is taken from Source
+	Metrics      string              // /metrics and /status address; "" none
+	Logger       *slog.Logger
+	Ready        func() // capture is attached
+}
+
+// Master is a running master agent.
+type Master struct {
+	cfg    Config
+	log    *slog.Logger
+	epoch  uint64
+	source *capture.Source
+	q      *queue
+	feeds  []*feed
+	rate   monitor.Rate
+}
+
+// RunAll runs a master per scenario and calls ready once all capture.
+func RunAll(ctx context.Context, cfgs []Config, ready func()) error {
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		pending = len(cfgs)
+		errs    = make([]error, len(cfgs))
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i, c := range cfgs {
+		c.Ready = func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if pending--; pending == 0 && ready != nil {
+				ready()
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = Run(ctx, c); errs[i] != nil {
+				cancel() // one scenario failing stops the agent: it must be seen
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Run captures and streams until ctx ends, then drains: everything captured
+// reaches every replica that is connected, within DrainTimeout.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.SpoolMem == 0 {
+		cfg.SpoolMem = 256 << 20
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = time.Minute
+	}
+	if len(cfg.Replicas) == 0 {
+		return errors.New("master: no replica to stream to")
+	}
+	if err := checkDirs(cfg.Source, cfg.State); err != nil {
+		return err
+	}
+	m := &Master{cfg: cfg, log: cfg.Logger.With("scenario", cfg.Scenario), epoch: uint64(time.Now().UnixNano())}
+	sp, err := journal.OpenSpool(journal.SpoolOptions{
+		Dir: filepath.Join(cfg.State, "spool"), MemLimit: cfg.SpoolMem, MaxBytes: cfg.SpoolMax,
+		MinFree: cfg.MinFree, Logger: m.log,
+	})
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
+	// Seqs belong to one capture: a new epoch starts from an empty spool.
+	if err := sp.Reset(0); err != nil {
+		return err
+	}
+	m.q = &queue{m: m, spool: sp, enc: journal.NewEncoder(journal.EncoderOptions{Compress: cfg.Compress}), rebuilt: make(chan struct{}), released: make(chan struct{})}
+
+	cc := cfg.Capture
+	cc.Root = cfg.Source
+	cc.Logger = m.log
+	if m.source, err = capture.New(cc); err != nil {
+		return err
+	}
+	defer m.source.Close()
+	for _, r := range cfg.Replicas {
+		f, err := m.newFeed(r)
+		if err != nil {
+			return err
+		}
+		m.feeds = append(m.feeds, f)
+	}
+	if cfg.Metrics != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(&collector{m: m})
+		addr, err := monitor.Serve(ctx, cfg.Metrics, reg, m.report, m.log)
+		if err != nil {
+			return err
+		}
+		m.log.Info("metrics and status", "addr", addr.String())
+	}
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+
+	sendCtx, stopSend := context.WithCancel(context.Background())
+	defer stopSend()
+	var wg sync.WaitGroup
+	for _, f := range m.feeds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.sender.Run(sendCtx)
+		}()
+	}
+	m.log.Info("master capturing", "source", m.source.Root(), "epoch", m.epoch, "replicas", len(m.feeds))
+	capErr := m.source.Run(ctx, m.q)
+	if capErr == nil {
+		m.drain()
+	}
+	stopSend()
+	wg.Wait()
+	st := m.source.Stats()
+	dropped, overflows := m.q.counts()
+	m.log.Info("master stopped", "records", st.Records, "lost_in_kernel", st.Lost, "repairs", st.Dirty,
+		"spool_overflows", overflows, "dropped_while_overflowing", dropped, "last", sp.Last())
+	return capErr
+}
+
+// drain waits for the replicas to apply everything captured, except those
+// that never had a session with this master: they may be down for good.
+func (m *Master) drain() {
+	last := m.q.spool.Last()
+	deadline := time.After(m.cfg.DrainTimeout)
+	for _, f := range m.feeds {
+		if f.sender.Stats().Sessions == 0 {
+			m.log.Warn("replica never connected; not waiting for it", "replica", f.r.Addr)
+			continue
+		}
+		if !f.waitApplied(last, deadline) {
+			m.log.Warn("replica did not apply everything before the drain timeout; it resumes from its durable point next time",
+				"replica", f.r.Addr, "applied", f.ack().Applied, "last", last, "timeout", m.cfg.DrainTimeout)
+		}
+	}
+}
+
+func (m *Master) newFeed(r Replica) (*feed, error) {
+	tc, err := m.cfg.TLS(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	f := &feed{m: m, r: r, moved: make(chan struct{})}
+	sc := m.cfg.Stream
+	sc.Addr, sc.TLS, sc.Feed, sc.Logger = r.Addr, tc, f, m.log
+	sc.Hello = stream.Hello{
+		Scenario: m.cfg.Scenario, Master: m.cfg.Name, Replica: r.Name, Epoch: m.epoch,
+		Root: m.source.Root(), Compress: m.cfg.Compress,
+	}
+	if m.cfg.Bandwidth > 0 {
+		burst := int(min(m.cfg.Bandwidth, 1<<20))
+		sc.Limit = rate.NewLimiter(rate.Limit(m.cfg.Bandwidth), burst)
+	}
+	f.sender = stream.NewSender(sc)
+	return f, nil
+}
+
+// release lets the spool drop what every replica has made durable, and the
+// lag marks what every replica has applied.
+func (m *Master) release() error {
+	durable, applied := uint64(1<<64-1), uint64(1<<64-1)
+	for _, f := range m.feeds {
+		a := f.ack()
+		durable, applied = min(durable, a.Durable), min(applied, a.Applied)
+	}
+	m.q.forget(applied)
+	return m.q.releasedUpTo(durable)
+}
+
+func (m *Master) anyConnected() bool {
+	for _, f := range m.feeds {
+		if f.sender.Stats().Connected {
+			return true
+		}
+	}
+	return false
+}
+
+// feed is one replica's view of the master.
+type feed struct {
+	m      *Master
+	r      Replica
+	sender *stream.Sender
+
+	mu    sync.Mutex
+	last  stream.Ack
+	moved chan struct{} // closed and replaced when the replica acknowledges
+}
+
+var _ stream.Feed = (*feed)(nil)
+
+func (f *feed) Start(ctx context.Context, w *stream.Welcome) (stream.Cursor, *stream.Reset, error) {
+	from, reset, err := f.m.q.start(ctx, w.Epoch, w.Durable)
+	if err != nil {
+		return nil, nil, err
+	}
+	a := stream.Ack{Received: w.Received, Applied: w.Applied, Durable: w.Durable}
+	var rs *stream.Reset
+	if reset {
+		rs = &stream.Reset{Epoch: f.m.epoch, From: from}
+		a = stream.Ack{Received: from - 1, Applied: from - 1, Durable: from - 1}
+	}
+	f.progress(a)
+	return f.m.q.spool.Cursor(from), rs, nil
+}
+
+func (f *feed) Progress(a stream.Ack) {
+	f.progress(a)
+	if err := f.m.release(); err != nil {
+		f.m.log.Error("spool release failed", "err", err)
+	}
+}
+
+func (f *feed) progress(a stream.Ack) {
+	f.mu.Lock()
+	f.last = a
+	close(f.moved)
+	f.moved = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *feed) ack() stream.Ack {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
+// waitApplied waits for the replica to apply seq, or for the deadline; one
+// away may come back meanwhile.
+func (f *feed) waitApplied(seq uint64, deadline <-chan time.Time) bool {
+	for {
+		f.mu.Lock()
+		done, ch := f.last.Applied >= seq, f.moved
+		f.mu.Unlock()
+		if done {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// report is the status document.
+func (m *Master) report() monitor.Report {
+	st := m.source.Stats()
+	sc := monitor.Scenario{
+		ID: m.cfg.Scenario, Root: m.source.Root(), State: "capturing", Epoch: m.epoch,
+		Captured: m.q.spool.Last(), SpoolBytes: m.q.spool.Bytes(),
+		Throughput: m.rate.PerSecond(st.WriteBytes),
+	}
+	m.q.mu.Lock()
+	if m.q.overflow {
+		sc.State = "spool full: dropping until a replica is rebuilt"
+	}
+	m.q.mu.Unlock()
+	for _, f := range m.feeds {
+		ss := f.sender.Stats()
+		a := f.ack()
+		lag, lagBytes := m.q.lag(a.Applied)
+		sc.Peers = append(sc.Peers, monitor.Peer{
+			Addr: f.r.Addr, Connected: ss.Connected, Sent: ss.Sent,
+			Received: a.Received, Applied: a.Applied, Durable: a.Durable,
+			LagSeconds: lag.Seconds(), LagBytes: lagBytes, Reconnects: ss.Reconnects, LastError: ss.LastError,
+		})
+	}
+	return monitor.Report{Role: "master", Name: m.cfg.Name, Scenarios: []monitor.Scenario{sc}}
+}
+
+func checkDirs(source, state string) error {
+	if source == "" || state == "" {
+		return errors.New("master: a source and a state directory are required")
+	}
+	src, err := filepath.Abs(source)
+	if err != nil {
+		return err
+	}
+	st, err := filepath.Abs(state)
+	if err != nil {
+		return err
+	}
+	if rel, err := filepath.Rel(src, st); err == nil && filepath.IsLocal(rel) || src == st {
+		return fmt.Errorf("master: state directory %s is inside the source %s: the spool would capture itself", st, src)
+	}
+	return nil
+}

@@ -1,0 +1,470 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/monitor"
+	"github.com/writecap/writecap/replay"
+	"github.com/writecap/writecap/stream"
+)
+
+// checkpointEvery is how often applied records are made durable in the root
+// and released from the spool: what a crash may have to apply again.
+const checkpointEvery = time.Second
+
+// States a scenario reports.
+const (
+	StateWaiting   = "waiting"   // no master connected
+	StateConnected = "connected" // receiving and applying
+	StateDiskFull  = "disk full" // applying paused until space returns
+	StateStopped   = "stopped"   // applying stopped on a record it refused
+)
+
+// scenario is one replicated root: its spool, its applier and its session.
+type scenario struct {
+	cfg   Scenario
+	name  string // this replica's identity
+	log   *slog.Logger
+	spool *journal.Spool
+
+	// mu serialises sessions' changes: receive, reset, session hand-over.
+	mu      sync.Mutex
+	gen     uint64 // the current session; older ones are refused
+	session bool
+	master  string
+	dec     journal.Decoder
+	enc     *journal.Encoder
+	recs    []journal.Record
+
+	received, durable, applied atomic.Uint64
+	changed                    chan struct{} // progress moved
+	appended                   chan struct{} // the syncer has work
+
+	statusMu  sync.Mutex
+	state     string
+	lastError string
+
+	applyCancel context.CancelFunc
+	applyDone   chan struct{}
+	syncDone    chan struct{}
+	stopSync    context.CancelFunc
+
+	stMu sync.Mutex // st is also written by the applier's checkpoints
+	st   state
+
+	counts       struct{ sessions, refused, resets, diskFull atomic.Uint64 }
+	appliedBytes atomic.Uint64
+	rate         monitor.Rate
+}
+
+func openScenario(sc Scenario, name string, log *slog.Logger) (*scenario, error) {
+	if err := os.MkdirAll(sc.State, 0o700); err != nil {
+		return nil, fmt.Errorf("replica: scenario %s state: %w", sc.ID, err)
+	}
+	if err := os.MkdirAll(sc.Root, 0o755); err != nil {
+		return nil, fmt.Errorf("replica: scenario %s root: %w", sc.ID, err)
+	}
+	st, err := loadState(sc.State)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With("scenario", sc.ID)
+	sp, err := journal.OpenSpool(journal.SpoolOptions{
+		Dir: filepath.Join(sc.State, "spool"), MinFree: sc.MinFree, MaxBytes: sc.SpoolMax, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The spool can only be behind the state after losing a torn tail:
+	// what it lost was applied already.
+	if sp.Last() < st.Applied {
+		if err := sp.Reset(st.Applied); err != nil {
+			sp.Close()
+			return nil, err
+		}
+	}
+	s := &scenario{
+		cfg: sc, name: name, log: log, spool: sp, st: st,
+		enc:     journal.NewEncoder(journal.EncoderOptions{}),
+		changed: make(chan struct{}, 1), appended: make(chan struct{}, 1),
+		state: StateWaiting,
+	}
+	s.received.Store(sp.Last())
+	s.durable.Store(sp.Last())
+	s.applied.Store(st.Applied)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopSync, s.syncDone = cancel, make(chan struct{})
+	go s.syncLoop(ctx)
+	s.startApply()
+	log.Info("scenario open", "root", sc.Root, "epoch", st.Epoch, "applied", st.Applied, "held", sp.Last())
+	return s, nil
+}
+
+func (s *scenario) close() error {
+	s.stopApply()
+	s.stopSync()
+	<-s.syncDone
+	return s.spool.Close()
+}
+
+func (s *scenario) signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (s *scenario) setState(state string, err error) {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	s.state = state
+	if err != nil {
+		s.lastError = err.Error()
+	}
+}
+
+func (s *scenario) setError(err error) {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	s.lastError = err.Error()
+}
+
+// accept starts a session for a master's Hello. A newer session replaces an
+// older one, whose connection may be dead without it knowing yet.
+func (s *scenario) accept(h *stream.Hello, peer string) (stream.Target, *stream.Welcome, error) {
+	if s.cfg.Master != "" && peer != s.cfg.Master {
+		s.counts.refused.Add(1)
+		return nil, nil, fmt.Errorf("replica: scenario %s takes master %q, not %q", s.cfg.ID, s.cfg.Master, peer)
+	}
+	if h.Replica != "" && s.name != "" && h.Replica != s.name {
+		s.counts.refused.Add(1)
+		return nil, nil, fmt.Errorf("replica: this is replica %q, not %q", s.name, h.Replica)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.spool.Sync(); err != nil {
+		return nil, nil, err
+	}
+	s.durable.Store(s.spool.Last())
+	s.gen++
+	s.session, s.master = true, peer
+	s.counts.sessions.Add(1)
+	s.statusMu.Lock()
+	if s.state == StateWaiting {
+		s.state = StateConnected
+	}
+	s.statusMu.Unlock()
+	epoch := s.epoch()
+	s.log.Info("master connected", "master", peer, "master_epoch", h.Epoch, "root", h.Root,
+		"epoch", epoch, "durable", s.durable.Load(), "applied", s.applied.Load())
+	w := &stream.Welcome{
+		Scenario: s.cfg.ID, Replica: s.name, Epoch: epoch,
+		Received: s.received.Load(), Applied: s.applied.Load(), Durable: s.durable.Load(),
+	}
+	return &session{s: s, gen: s.gen}, w, nil
+}
+
+// session is one master connection's view of the scenario.
+type session struct {
+	s   *scenario
+	gen uint64
+}
+
+var _ stream.Target = (*session)(nil)
+
+var errSuperseded = errors.New("replica: a newer session from the master replaced this one")
+
+func (t *session) Reset(r *stream.Reset) error {
+	s := t.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != t.gen {
+		return errSuperseded
+	}
+	if r.From == 0 {
+		return fmt.Errorf("replica: reset to sequence number 0: %w", stream.ErrCorrupt)
+	}
+	s.log.Warn("the master rebuilds this replica from a full copy; clearing the root",
+		"epoch", r.Epoch, "from", r.From, "old_epoch", s.epoch(), "old_applied", s.applied.Load())
+	s.counts.resets.Add(1)
+	s.stopApply()
+	if err := clearDir(s.cfg.Root); err != nil {
+		return err
+	}
+	if err := s.spool.Reset(r.From - 1); err != nil {
+		return err
+	}
+	st := state{Epoch: r.Epoch, Applied: r.From - 1}
+	if err := st.save(s.cfg.State); err != nil {
+		return err
+	}
+	s.stMu.Lock()
+	s.st = st
+	s.stMu.Unlock()
+	s.received.Store(r.From - 1)
+	s.durable.Store(r.From - 1)
+	s.applied.Store(r.From - 1)
+	s.setState(StateConnected, nil)
+	s.startApply()
+	s.signal(s.changed)
+	return nil
+}
+
+// Receive checks a batch whole before any of it is stored: a corrupt batch,
+// a gap or a record the applier would refuse ends the session and leaves the
+// replica as it was.
+func (t *session) Receive(b []byte) error {
+	s := t.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != t.gen {
+		return errSuperseded
+	}
+	recs, n, err := s.dec.Decode(b, s.recs[:0])
+	s.recs = recs[:0]
+	if err != nil {
+		return fmt.Errorf("replica: refusing batch: %w", err)
+	}
+	if n != len(b) {
+		return fmt.Errorf("replica: refusing batch: %d bytes after it in the frame: %w", len(b)-n, stream.ErrCorrupt)
+	}
+	first, last, held := recs[0].Seq, recs[len(recs)-1].Seq, s.spool.Last()
+	switch {
+	case last <= held:
+		return nil // sent again after a reconnect: already held
+	case first > held+1:
+		return fmt.Errorf("replica: refusing batch #%d-#%d: this replica holds up to #%d: %w", first, last, held, stream.ErrCorrupt)
+	}
+	for i := range recs {
+		if err := replay.Check(&recs[i]); err != nil {
+			return fmt.Errorf("replica: refusing batch #%d-#%d: %w", first, last, err)
+		}
+	}
+	if first <= held {
+		if b, err = s.enc.AppendBatch(nil, recs[held+1-first:]); err != nil {
+			return err
+		}
+	} else {
+		b = append([]byte(nil), b...) // the frame buffer is reused
+	}
+	if err := s.spool.Append(b); err != nil {
+		s.setError(err)
+		return fmt.Errorf("replica: store batch #%d-#%d: %w", first, last, err)
+	}
+	s.received.Store(last)
+	s.signal(s.appended)
+	s.signal(s.changed)
+	return nil
+}
+
+func (t *session) Progress() stream.Ack {
+	s := t.s
+	return stream.Ack{Received: s.received.Load(), Applied: s.applied.Load(), Durable: s.durable.Load()}
+}
+
+func (t *session) Changed() <-chan struct{} { return t.s.changed }
+
+func (t *session) End(err error) {
+	s := t.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != t.gen {
+		return
+	}
+	s.session = false
+	s.statusMu.Lock()
+	if s.state == StateConnected {
+		s.state = StateWaiting
+	}
+	if err != nil {
+		s.lastError = err.Error()
+	}
+	s.statusMu.Unlock()
+}
+
+// syncLoop makes what was received durable, a group at a time, so that
+// receiving never waits for the disk of the replicated data.
+func (s *scenario) syncLoop(ctx context.Context) {
+	defer close(s.syncDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.appended:
+		}
+		last := s.spool.Last()
+		if err := s.spool.Sync(); err != nil {
+			s.log.Error("replica: spool sync failed; the master keeps what is not durable here", "err", err)
+			s.setError(err)
+			continue
+		}
+		if last > s.durable.Load() {
+			s.durable.Store(last)
+			s.signal(s.changed)
+		}
+	}
+}
+
+func (s *scenario) startApply() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.applyCancel, s.applyDone = cancel, make(chan struct{})
+	go s.applyLoop(ctx, s.applyDone)
+}
+
+func (s *scenario) stopApply() {
+	s.applyCancel()
+	<-s.applyDone
+}
+
+// applyLoop applies the spool to the root in order. A full disk pauses it
+// until space returns; a record the applier refuses stops it.
+func (s *scenario) applyLoop(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	for {
+		err := s.applyFrom(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+			s.statusMu.Lock()
+			if s.state != StateDiskFull {
+				s.counts.diskFull.Add(1)
+				s.log.Error("replica: disk full; applying paused, received changes kept in the spool", "err", err)
+			}
+			s.state, s.lastError = StateDiskFull, err.Error()
+			s.statusMu.Unlock()
+			t := time.NewTimer(checkpointEvery)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		s.log.Error("replica: applying stopped; the replica keeps what it has", "err", err, "applied", s.applied.Load())
+		s.setState(StateStopped, err)
+		return
+	}
+}
+
+func (s *scenario) applyFrom(ctx context.Context) error {
+	app, err := replay.Open(s.cfg.Root, replay.Options{Logger: s.log})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	cur := s.spool.Cursor(s.applied.Load() + 1)
+	defer cur.Close()
+	var (
+		dec  journal.Decoder
+		recs []journal.Record
+		next = time.Now().Add(checkpointEvery)
+	)
+	for {
+		nctx, cancel := context.WithDeadline(ctx, next)
+		b, _, _, err := cur.Next(nctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return s.checkpoint(app)
+		case errors.Is(err, context.DeadlineExceeded):
+			if err := s.checkpoint(app); err != nil {
+				return err
+			}
+			next = time.Now().Add(checkpointEvery)
+			continue
+		case err != nil:
+			return err
+		}
+		if recs, _, err = dec.Decode(b, recs[:0]); err != nil {
+			return fmt.Errorf("replica: spool: %w", err)
+		}
+		for i := range recs {
+			if recs[i].Seq <= s.applied.Load() {
+				continue
+			}
+			if err := app.Apply(&recs[i]); err != nil {
+				return err
+			}
+			s.applied.Store(recs[i].Seq)
+		}
+		s.appliedBytes.Add(uint64(len(b)))
+		s.statusMu.Lock()
+		if s.state == StateDiskFull {
+			s.state = StateConnected
+			s.log.Info("replica: space returned; applying again")
+		}
+		s.statusMu.Unlock()
+		s.signal(s.changed)
+		if time.Now().After(next) {
+			if err := s.checkpoint(app); err != nil {
+				return err
+			}
+			next = time.Now().Add(checkpointEvery)
+		}
+	}
+}
+
+// checkpoint makes the root durable up to what was applied, records that,
+// and lets the spool drop it.
+func (s *scenario) checkpoint(app *replay.Applier) error {
+	applied := s.applied.Load()
+	s.stMu.Lock()
+	defer s.stMu.Unlock()
+	if applied == s.st.Applied {
+		return nil
+	}
+	if err := app.Sync(); err != nil {
+		return err
+	}
+	st := s.st
+	st.Applied = applied
+	if err := st.save(s.cfg.State); err != nil {
+		return err
+	}
+	s.st = st
+	return s.spool.Release(applied)
+}
+
+func (s *scenario) epoch() uint64 {
+	s.stMu.Lock()
+	defer s.stMu.Unlock()
+	return s.st.Epoch
+}
+
+func (s *scenario) status() monitor.Scenario {
+	s.statusMu.Lock()
+	st := monitor.Scenario{ID: s.cfg.ID, Root: s.cfg.Root, State: s.state, LastError: s.lastError}
+	s.statusMu.Unlock()
+	st.Epoch = s.epoch()
+	st.Received, st.Applied, st.Durable = s.received.Load(), s.applied.Load(), s.durable.Load()
+	st.SpoolBytes = s.spool.Bytes()
+	st.Throughput = s.rate.PerSecond(s.appliedBytes.Load())
+	return st
+}
+
+// clearDir empties dir: a replica being rebuilt starts from nothing.
+func clearDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("replica: clear root %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("replica: clear root: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,400 @@
+package stream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Feed is the master's side of a session: where a replica's batches come
+// from and where its acknowledgements go.
+type Feed interface {
+	// Start answers a replica's Welcome with the cursor its batches come
+	// from and, when it cannot resume where it stands, the Reset that makes
+	// it start over. It may wait (for a full copy to begin) until ctx ends.
+	Start(ctx context.Context, w *Welcome) (Cursor, *Reset, error)
+	// Progress reports the replica's acknowledgements as they arrive.
+	Progress(a Ack)
+}
+
+// Cursor yields batches in order; journal.Cursor is one.
+type Cursor interface {
+	// Next returns the next batch and its first and last seq, waiting for
+	// one until ctx ends.
+	Next(ctx context.Context) (b []byte, first, last uint64, err error)
+	Close()
+}
+
+// SenderConfig configures the master's connection to one replica.
+type SenderConfig struct {
+	Addr  string
+	TLS   *tls.Config // ClientConfig: the replica must prove the expected identity
+	Hello Hello       // sent first; Version is filled in
+	Feed  Feed
+	// Window bounds the bytes sent and not yet acknowledged as received,
+	// so a slow replica holds back the sender, not the master's memory.
+	Window int64
+	// Heartbeat is how often an idle side sends a frame; Timeout how long
+	// a side waits for one before it gives the connection up.
+	Heartbeat, Timeout time.Duration
+	// Reconnects wait MinBackoff, doubling up to MaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// Limit caps the bytes per second written to the replica; nil: none.
+	Limit  *rate.Limiter
+	Logger *slog.Logger
+}
+
+func (c *SenderConfig) fill() {
+	c.Hello.Version = Version
+	if c.Window == 0 {
+		c.Window = 64 << 20
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// SenderStats describe one replica connection.
+type SenderStats struct {
+	Connected  bool
+	Sessions   uint64 // handshakes completed
+	Reconnects uint64 // sessions that ended other than by Stop
+	Sent       uint64 // last seq sent in the current or last session
+	SentBytes  uint64 // batch bytes sent, all sessions
+	Ack        Ack    // the replica's last acknowledgement
+	LastError  string // why the last session ended
+}
+
+// Sender keeps a session with one replica going: it dials, hands over,
+// resumes where the replica's durable sequence number says, and reconnects
+// with exponential backoff when the session ends.
+type Sender struct {
+	cfg SenderConfig
+	log *slog.Logger
+
+	mu    sync.Mutex
+	stats SenderStats
+	// sent batches waiting for the replica to say it has them
+	inflight      []sentBatch
+	inflightBytes int64
+	acked         chan struct{} // a receive acknowledgement freed window
+
+	connected atomic.Bool
+}
+
+type sentBatch struct {
+	last uint64
+	size int64
+}
+
+// NewSender returns a Sender; Run starts it.
+func NewSender(cfg SenderConfig) *Sender {
+	cfg.fill()
+	return &Sender{cfg: cfg, log: cfg.Logger.With("replica", cfg.Addr), acked: make(chan struct{}, 1)}
+}
+
+// Stats returns the connection's state now.
+func (s *Sender) Stats() SenderStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Connected = s.connected.Load()
+	return st
+}
+
+// Run keeps sessions going until ctx ends. It returns nil then: the
+// replica's position is in its acknowledgements.
+func (s *Sender) Run(ctx context.Context) error {
+	backoff := s.cfg.MinBackoff
+	for {
+		handshook, err := s.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if handshook {
+			backoff = s.cfg.MinBackoff
+		}
+		s.mu.Lock()
+		s.stats.Reconnects++
+		s.stats.LastError = err.Error()
+		s.mu.Unlock()
+		s.log.Warn("replication session ended; reconnecting", "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
+	}
+}
+
+// session runs one connection; handshook reports whether the replica
+// accepted it.
+func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: s.cfg.Timeout}, Config: s.cfg.TLS}
+	raw, err := d.DialContext(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return false, fmt.Errorf("stream: dial %s: %w", s.cfg.Addr, err)
+	}
+	conn := raw.(*tls.Conn)
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var w io.Writer = conn
+	if s.cfg.Limit != nil {
+		// Not sctx: the Close frame of a stopping master goes through too.
+		lctx, lcancel := context.WithCancel(context.Background())
+		defer lcancel()
+		w = &limitedWriter{ctx: lctx, w: conn, l: s.cfg.Limit}
+	}
+	fw := NewFrameWriter(w)
+	fr := NewFrameReader(conn)
+	fw2 := &lockedWriter{fw: fw, conn: conn, timeout: s.cfg.Timeout}
+	// Closing the connection is what unblocks reads and writes on ctx end;
+	// a stopping master says why first.
+	stop := context.AfterFunc(sctx, func() {
+		if ctx.Err() != nil {
+			fw2.msg(&Close{Reason: "master stopping"})
+		}
+		conn.Close()
+	})
+	defer stop()
+
+	conn.SetDeadline(time.Now().Add(s.cfg.Timeout))
+	if err := fw2.msg(&s.cfg.Hello); err != nil {
+		return false, fmt.Errorf("stream: hello to %s: %w", s.cfg.Addr, err)
+	}
+	m, err := readMsg(fr)
+	if err != nil {
+		return false, fmt.Errorf("stream: waiting for welcome from %s: %w", s.cfg.Addr, err)
+	}
+	welcome, ok := m.(*Welcome)
+	if !ok {
+		return false, unexpected(m, "welcome")
+	}
+	if welcome.Version != Version || welcome.Scenario != s.cfg.Hello.Scenario {
+		return false, fmt.Errorf("stream: replica %s answered version %d scenario %q, want version %d scenario %q",
+			s.cfg.Addr, welcome.Version, welcome.Scenario, Version, s.cfg.Hello.Scenario)
+	}
+	conn.SetDeadline(time.Time{})
+	s.log.Info("replica connected", "identity", PeerName(conn.ConnectionState()), "epoch", welcome.Epoch,
+		"durable", welcome.Durable, "applied", welcome.Applied)
+
+	cur, reset, err := s.cfg.Feed.Start(sctx, welcome)
+	if err != nil {
+		return true, err
+	}
+	defer cur.Close()
+	s.mu.Lock()
+	s.stats.Sessions++
+	s.stats.Ack = Ack{Received: welcome.Received, Applied: welcome.Applied, Durable: welcome.Durable}
+	s.inflight, s.inflightBytes = s.inflight[:0], 0
+	s.mu.Unlock()
+	s.connected.Store(true)
+	defer s.connected.Store(false)
+
+	if reset != nil {
+		s.log.Info("replica starts over from a full copy", "epoch", reset.Epoch, "from", reset.From)
+		if err := fw2.msg(reset); err != nil {
+			return true, err
+		}
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- s.readLoop(conn, fr) }()
+	go func() { errc <- s.writeLoop(sctx, fw2, cur) }()
+	err = <-errc
+	cancel() // closes the connection, after a Close frame if stopping
+	<-errc
+	if ctx.Err() != nil {
+		return true, ctx.Err()
+	}
+	return true, err
+}
+
+// readLoop takes the replica's acknowledgements.
+func (s *Sender) readLoop(conn net.Conn, fr *FrameReader) error {
+	for {
+		conn.SetReadDeadline(time.Now().Add(s.cfg.Timeout))
+		m, err := readMsg(fr)
+		if err != nil {
+			return fmt.Errorf("stream: from replica %s: %w", s.cfg.Addr, err)
+		}
+		switch m := m.(type) {
+		case *Ack:
+			s.ack(*m)
+		case *Heartbeat:
+		default:
+			return unexpected(m, "ack or heartbeat")
+		}
+	}
+}
+
+func (s *Sender) ack(a Ack) {
+	s.mu.Lock()
+	s.stats.Ack = a
+	i := 0
+	for i < len(s.inflight) && s.inflight[i].last <= a.Received {
+		s.inflightBytes -= s.inflight[i].size
+		i++
+	}
+	s.inflight = s.inflight[i:]
+	s.mu.Unlock()
+	if i > 0 {
+		select {
+		case s.acked <- struct{}{}:
+		default:
+		}
+	}
+	s.cfg.Feed.Progress(a)
+}
+
+// writeLoop sends batches as the window allows, and heartbeats when idle.
+func (s *Sender) writeLoop(ctx context.Context, fw *lockedWriter, cur Cursor) error {
+	hb := time.NewTicker(s.cfg.Heartbeat)
+	defer hb.Stop()
+	for {
+		s.mu.Lock()
+		full := s.inflightBytes >= s.cfg.Window
+		s.mu.Unlock()
+		if full {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.acked:
+			case <-hb.C:
+				if err := fw.heartbeat(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		nctx, cancel := context.WithTimeout(ctx, s.cfg.Heartbeat)
+		b, _, last, err := cur.Next(nctx)
+		cancel()
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			if err := fw.heartbeat(); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("stream: next batch for %s: %w", s.cfg.Addr, err)
+		}
+		s.mu.Lock()
+		s.inflight = append(s.inflight, sentBatch{last: last, size: int64(len(b))})
+		s.inflightBytes += int64(len(b))
+		s.mu.Unlock()
+		if err := fw.frame(FrameBatch, b); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.stats.Sent = last
+		s.stats.SentBytes += uint64(len(b))
+		s.mu.Unlock()
+	}
+}
+
+// lockedWriter serialises frames from the goroutines of one side and bounds
+// each write by the timeout.
+type lockedWriter struct {
+	mu      sync.Mutex
+	fw      *FrameWriter
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (l *lockedWriter) frame(t FrameType, body []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.conn.SetWriteDeadline(time.Now().Add(l.timeout))
+	if err := l.fw.WriteFrame(t, body); err != nil {
+		return fmt.Errorf("stream: send %s: %w", t, err)
+	}
+	return nil
+}
+
+func (l *lockedWriter) msg(m Message) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.conn.SetWriteDeadline(time.Now().Add(l.timeout))
+	if err := l.fw.WriteMsg(m); err != nil {
+		return fmt.Errorf("stream: send %s: %w", m.Type(), err)
+	}
+	return nil
+}
+
+func (l *lockedWriter) heartbeat() error {
+	return l.msg(&Heartbeat{Time: time.Now().UnixNano()})
+}
+
+// readMsg reads one control frame. A Close from the peer becomes an error
+// carrying its reason.
+func readMsg(fr *FrameReader) (Message, error) {
+	t, body, err := fr.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	if t == FrameBatch {
+		return nil, fmt.Errorf("stream: unexpected batch frame: %w", ErrCorrupt)
+	}
+	m, err := DecodeMsg(t, body)
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := m.(*Close); ok {
+		return nil, fmt.Errorf("stream: peer closed the session: %s: %w", c.Reason, ErrClosedByPeer)
+	}
+	return m, nil
+}
+
+func unexpected(m Message, want string) error {
+	return fmt.Errorf("stream: unexpected %s frame, want %s: %w", m.Type(), want, ErrCorrupt)
+}
+
+// limitedWriter paces writes with a token bucket, in pieces no larger than
+// its burst.
+type limitedWriter struct {
+	ctx context.Context
+	w   io.Writer
+	l   *rate.Limiter
+}
+
+func (lw *limitedWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), lw.l.Burst())
+		if err := lw.l.WaitN(lw.ctx, k); err != nil {
+			return n, err
+		}
+		m, err := lw.w.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
