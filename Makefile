@@ -24,8 +24,12 @@ FUZZTIME ?= 15s
 fuzz:
 	$(GO) test ./journal -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./journal -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./journal -run '^$$' -fuzz '^FuzzSegment$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./capture -run '^$$' -fuzz '^FuzzCheckEvent$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./stream -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME)
 
-# One run, one process: the 4 KiB pwrite loop without and with capture.
+# One run, one process: the 4 KiB pwrite loop without and with capture, and
+# sequential 1 MiB writes without and with replication to a replica over
+# loopback TLS (WRITECAP_BENCH_BYTES sets the size, default 2 GiB).
 bench:
-	$(GO) test ./bench -run '^$$' -bench . -benchtime 1x -count 1 -v
+	$(GO) test ./bench -run '^$$' -bench . -benchtime 1x -count 1 -v -timeout 60m

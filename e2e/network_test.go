@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -319,5 +322,141 @@ func TestWrongCA(t *testing.T) {
 	}
 	if len(ents) != 0 {
 		t.Errorf("replica root has %d entries after a refused master, want none", len(ents))
+	}
+}
+
+// TestTwoReplicas: one master streams to two replicas, each with its own
+// cursor; one is killed and restarted meanwhile and resumes on its own.
+// The master's settings come from a YAML scenario file.
+func TestTwoReplicas(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	makeCerts(t, p.certs, "replica2")
+	p2 := *p
+	p2.dst, p2.rstate, p2.listen, p2.rmetric = p.dst+"2", p.rstate+"2", freeAddr(t), freeAddr(t)
+	r1 := p.replica()
+	r2 := startAgent(t, append([]string{"replica", "--listen", p2.listen, "--root", p2.dst, "--state", p2.rstate,
+		"--metrics", p2.rmetric}, tlsArgs(p.certs, "replica2")...)...)
+	cfg := filepath.Join(t.TempDir(), "master.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`name: master
+tls: {ca: %[1]s/ca.crt, cert: %[1]s/master.crt, key: %[1]s/master.key}
+metrics: %[2]s
+scenarios:
+  - id: default
+    source: %[3]s
+    state: %[4]s
+    compress: false
+    replicas:
+      - {addr: "%[5]s", name: replica}
+      - {addr: "%[6]s", name: replica2}
+`, p.certs, p.mmetric, p.src, p.mstate, p.listen, p2.listen))
+	m := startAgent(t, "master", "--config", cfg)
+	done := p.workload(15, 1500)
+	waitFor(t, p.rmetric, "replica 1 to apply in a session", func(r *monitor.Report) bool {
+		return applied(r) > 100 && r.Scenarios[0].State == "connected"
+	})
+	r1.kill(t)
+	r1 = p.replica()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ms := status(t, p.mmetric)
+	if n := len(ms.Scenarios[0].Peers); n != 2 {
+		t.Fatalf("master reports %d replicas, want 2", n)
+	}
+	m.stop(t)
+	if got := metric(t, p.rmetric, "writecap_replica_resets_total"); got != 0 {
+		t.Errorf("restarted replica 1 was rebuilt %v times; it should resume", got)
+	}
+	r1.stop(t)
+	r2.stop(t)
+	p.compare()
+	treecmp.AssertEqual(t, p.src, p2.dst, treecmp.Options{Owners: true})
+}
+
+// TestTwoMasters: two masters, each protecting its own tree, replicate
+// into one replica process serving two scenarios from a YAML file.
+func TestTwoMasters(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	makeCerts(t, p.certs, "master2")
+	base := t.TempDir()
+	src2, dst2, mstate2, mmetric2 := filepath.Join(base, "src2"), filepath.Join(base, "dst2"), filepath.Join(base, "mstate2"), freeAddr(t)
+	if err := os.Mkdir(src2, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(base, "replica.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`name: replica
+listen: "%[2]s"
+metrics: "%[3]s"
+tls: {ca: %[1]s/ca.crt, cert: %[1]s/replica.crt, key: %[1]s/replica.key}
+scenarios:
+  - {id: one, root: %[4]s, state: %[5]s, master: master}
+  - {id: two, root: %[6]s, state: %[7]s, master: master2}
+`, p.certs, p.listen, p.rmetric, p.dst, p.rstate, dst2, filepath.Join(base, "rstate2")))
+	rep := startAgent(t, "replica", "--config", cfg)
+	m1 := startAgent(t, append([]string{"master", "--scenario", "one", "--source", p.src, "--replica", p.listen,
+		"--state", p.mstate, "--metrics", p.mmetric}, tlsArgs(p.certs, "master")...)...)
+	m2 := startAgent(t, append([]string{"master", "--scenario", "two", "--source", src2, "--replica", p.listen,
+		"--state", mstate2, "--metrics", mmetric2}, tlsArgs(p.certs, "master2")...)...)
+	d1 := p.workload(16, 800)
+	q := *p
+	q.src = src2
+	d2 := q.workload(17, 800)
+	if err := errors.Join(<-d1, <-d2); err != nil {
+		t.Fatal(err)
+	}
+	rs := status(t, p.rmetric)
+	if len(rs.Scenarios) != 2 {
+		t.Fatalf("replica serves %d scenarios, want 2", len(rs.Scenarios))
+	}
+	m1.stop(t)
+	m2.stop(t)
+	rep.stop(t)
+	p.compare()
+	treecmp.AssertEqual(t, src2, dst2, treecmp.Options{Owners: true})
+}
+
+// TestReplicaDiskFull: the replica's root fills up; it stops applying,
+// says so in status and metrics, keeps what it has, and finishes once
+// space returns.
+func TestReplicaDiskFull(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	if err := os.Mkdir(p.dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "writecap-full", p.dst).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", p.dst).Run() })
+	rep := p.replica()
+	m := p.master()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
+	writeFile(t, filepath.Join(p.src, "big"), string(big))
+	waitFor(t, p.rmetric, "the replica to report a full disk", func(r *monitor.Report) bool {
+		return r.Scenarios[0].State == "disk full"
+	})
+	if got := metric(t, p.rmetric, "writecap_replica_disk_full"); got != 1 {
+		t.Errorf("writecap_replica_disk_full = %v while the status says disk full", got)
+	}
+	if e := status(t, p.rmetric).Scenarios[0].LastError; !strings.Contains(e, "no space left") {
+		t.Errorf("status last error %q does not say the disk is full", e)
+	}
+	if out, err := exec.Command("mount", "-o", "remount,size=256m", p.dst).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v %s", err, out)
+	}
+	m.stop(t)
+	if got := metric(t, p.rmetric, "writecap_replica_disk_full"); got != 0 {
+		t.Errorf("writecap_replica_disk_full = %v after space returned", got)
+	}
+	rep.stop(t)
+	p.compare()
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
