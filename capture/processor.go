@@ -255,6 +255,11 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 			return err
 		}
 	}
+	if p.s.repair.Swap(false) {
+		if err := p.repairChanges(); err != nil {
+			return err
+		}
+	}
 	last := p.lastCounts
 	p.lastCounts = c
 	if misses != p.lastMisses {

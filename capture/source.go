@@ -91,6 +91,7 @@ type Source struct {
 	k      ring
 	stats  stats
 	resync atomic.Bool // a full copy has been asked for
+	repair atomic.Bool // a repair of a Repairer's changes has been asked for
 }
 
 type stats struct {

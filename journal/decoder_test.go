@@ -67,7 +67,7 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "zero count", batch: edit(good, func(b []byte) { le.PutUint32(b[offCount:], 0) }), kind: "corrupt", msg: "record count 0 at byte 16"},
 		{name: "count above max", batch: edit(good, func(b []byte) { le.PutUint32(b[offCount:], journal.MaxRecords+1) }), kind: "corrupt", msg: "record count 1048577 at byte 16 exceeds 1048576"},
 		{name: "count cannot fit", batch: edit(good, func(b []byte) { le.PutUint32(b[offCount:], 1000) }), kind: "corrupt", msg: "record count 1000 at byte 16 cannot fit"},
-		{name: "one record more than held", batch: edit(good, func(b []byte) { le.PutUint32(b[offCount:], 15) }), kind: "corrupt", msg: "record 14 (seq 114): record at payload byte"},
+		{name: "one record more than held", batch: edit(good, func(b []byte) { le.PutUint32(b[offCount:], 16) }), kind: "corrupt", msg: "record 15 (seq 115): record at payload byte"},
 		{name: "one record fewer than held", batch: edit(good, func(b []byte) { le.PutUint32(b[offCount:], 13) }), kind: "corrupt", msg: "after the last record"},
 		{name: "seq overflows", batch: records(batch{first: math.MaxUint64, count: 2}, rawRecord(t, goodFields(math.MaxUint64)...), rawRecord(t, goodFields(0)...)), kind: "corrupt", msg: "first seq 18446744073709551615 at byte 8 overflows with 2 records"},
 		{name: "seq gap", batch: records(batch{first: 5, count: 2}, rawRecord(t, goodFields(5)...), rawRecord(t, goodFields(7)...)), kind: "corrupt", msg: "record 1 (seq 6): seq 7 at payload byte 27, want 6"},
@@ -195,7 +195,7 @@ func TestDecodeHostileLengths(t *testing.T) {
 }
 
 func TestDecodeConsumesOneBatch(t *testing.T) {
-	first, second := encode(t, true, allOps(1)), encode(t, false, allOps(15))
+	first, second := encode(t, true, allOps(1)), encode(t, false, allOps(16))
 	b := append(slices.Clone(first), second...)
 	recs, n, err := journal.DecodeBatch(b, nil)
 	if err != nil || n != len(first) {

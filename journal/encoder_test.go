@@ -115,7 +115,7 @@ func TestEncoderRejects(t *testing.T) {
 	}{
 		{name: "no records", recs: nil, want: journal.ErrInvalid, msg: "no records"},
 		{name: "op zero", recs: []journal.Record{{Seq: 1}}, want: journal.ErrInvalid, msg: "record 0 (seq 1): unknown op(0)"},
-		{name: "unknown op", recs: []journal.Record{barrier(1), {Seq: 2, Op: journal.OpDirty + 1}}, want: journal.ErrInvalid, msg: "record 1 (seq 2): unknown op(15)"},
+		{name: "unknown op", recs: []journal.Record{barrier(1), {Seq: 2, Op: journal.OpPrune + 1}}, want: journal.ErrInvalid, msg: "record 1 (seq 2): unknown op(16)"},
 		{name: "seq gap", recs: []journal.Record{barrier(1), barrier(3)}, want: journal.ErrInvalid, msg: "record 1: seq 3 does not follow seq 1"},
 		{name: "seq repeated", recs: []journal.Record{barrier(1), barrier(1)}, want: journal.ErrInvalid, msg: "seq 1 does not follow seq 1"},
 		{name: "seq wraps", recs: []journal.Record{barrier(math.MaxUint64), barrier(0)}, want: journal.ErrInvalid, msg: "seq 0 does not follow"},
@@ -156,7 +156,7 @@ func wideRecords() []journal.Record {
 func TestEncoderSteadyStateAllocs(t *testing.T) {
 	for _, compress := range []bool{false, true} {
 		enc := journal.NewEncoder(journal.EncoderOptions{Compress: compress})
-		recs := append(allOps(1), writes(15, 50)...)
+		recs := append(allOps(1), writes(16, 50)...)
 		var buf []byte
 		allocs := testing.AllocsPerRun(20, func() {
 			var err error

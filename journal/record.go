@@ -21,13 +21,14 @@ const (
 	OpBarrier   Op = 12 // Path, or "" for the whole tree
 	OpBookmark  Op = 13 // Path holds the bookmark's name
 	OpDirty     Op = 14 // Path, Offset, Length: content to read again from the master
+	OpPrune     Op = 15 // Path (a directory), Data: the names it keeps, each ended by NUL; the rest goes
 )
 
 var opNames = [...]string{
 	OpWrite: "write", OpTruncate: "truncate", OpFallocate: "fallocate",
 	OpCreate: "create", OpMkdir: "mkdir", OpRmdir: "rmdir", OpUnlink: "unlink",
 	OpRename: "rename", OpLink: "link", OpSymlink: "symlink", OpSetattr: "setattr",
-	OpBarrier: "barrier", OpBookmark: "bookmark", OpDirty: "dirty",
+	OpBarrier: "barrier", OpBookmark: "bookmark", OpDirty: "dirty", OpPrune: "prune",
 }
 
 func (o Op) String() string {
@@ -38,7 +39,7 @@ func (o Op) String() string {
 }
 
 // Valid reports whether o is a known operation.
-func (o Op) Valid() bool { return o >= OpWrite && o <= OpDirty }
+func (o Op) Valid() bool { return o >= OpWrite && o <= OpPrune }
 
 // Setattr mask bits carried in Record.Flags. Wire format.
 const (

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 
@@ -112,6 +113,12 @@ func OpenSpool(opts SpoolOptions) (*Spool, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	// Segments are named from this path later: a chdir must not move it.
+	dirPath, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("journal: spool: %w", err)
+	}
+	opts.Dir = dirPath
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("journal: spool: %w", err)
 	}
@@ -610,8 +617,8 @@ func (c *Cursor) Next(ctx context.Context) (b []byte, first, last uint64, err er
 			c.next = e.last + 1
 			return e.mem, e.first, e.last, nil
 		}
-		// Read without mu: the file only grows, and its descriptor stays
-		// open while readers counts this cursor.
+		// Read without mu: a batch's bytes never change once written, and
+		// the descriptor stays open while readers counts this cursor.
 		c.buf, err = e.seg.readBatch(c.buf, e.off, e.size, e.first, e.last)
 		s.done(e.seg)
 		if err != nil {

@@ -188,7 +188,8 @@ func TestSpoolOrder(t *testing.T) {
 			c := s.Cursor(5)
 			defer c.Close()
 			if got := readBatches(t, c, 1)[0]; !bytes.Equal(got, batches[1]) {
-				t.Fatalf("Cursor(5) starts with seqs %v, want the batch of 4 to 6", fmt.Sprint(span(got)))
+				first, last := span(got)
+				t.Fatalf("Cursor(5) starts with the batch of seqs %d to %d, want 4 to 6", first, last)
 			}
 		})
 	}

@@ -167,17 +167,59 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 	}
 	m.log.Info("master capturing", "source", m.source.Root(), "epoch", m.epoch, "replicas", len(m.feeds))
-	capErr := m.source.Run(ctx, m.q)
+	capCtx, stopCapture := context.WithCancel(context.Background())
+	defer stopCapture()
+	go func() {
+		<-ctx.Done()
+		m.repairBeforeStop()
+		stopCapture()
+	}()
+	capErr := m.source.Run(capCtx, m.q)
 	if capErr == nil {
 		m.drain()
 	}
 	stopSend()
 	wg.Wait()
 	st := m.source.Stats()
-	dropped, overflows := m.q.counts()
+	qc := m.q.counts()
 	m.log.Info("master stopped", "records", st.Records, "lost_in_kernel", st.Lost, "repairs", st.Dirty,
-		"spool_overflows", overflows, "dropped_while_overflowing", dropped, "last", sp.Last())
+		"spool_overflows", qc.overflows, "dropped_while_overflowing", qc.dropped, "overflow_repairs", qc.repairs,
+		"replicas_evicted", qc.evicted, "last", sp.Last())
 	return capErr
+}
+
+// repairBeforeStop sends the repair of changes the spool could not keep
+// while capture still runs: after it stops they would be lost with this
+// master, and the replicas rebuilt by the next.
+func (m *Master) repairBeforeStop() {
+	deadline := time.Now().Add(m.cfg.DrainTimeout)
+	for time.Now().Before(deadline) {
+		m.q.mu.Lock()
+		pending := m.q.changes != nil
+		if pending && !m.q.repairing && m.anyConnected() {
+			m.q.repairing = true
+			m.source.Repair()
+		}
+		ch := m.q.released
+		m.q.mu.Unlock()
+		if !pending {
+			return
+		}
+		select {
+		case <-ch:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	m.log.Warn("stopping with changes the spool could not keep and no replica to repair; replicas are rebuilt by the next master")
+}
+
+func (m *Master) anyConnected() bool {
+	for _, f := range m.feeds {
+		if f.sender.Stats().Connected {
+			return true
+		}
+	}
+	return false
 }
 
 // drain waits for the replicas to apply everything captured, except those
@@ -217,25 +259,53 @@ func (m *Master) newFeed(r Replica) (*feed, error) {
 	return f, nil
 }
 
-// release lets the spool drop what every replica has made durable, and the
-// lag marks what every replica has applied.
+// release lets the spool drop what every replica has made durable (except
+// replicas that lost their place in it), and the lag marks what every
+// replica has applied.
 func (m *Master) release() error {
 	durable, applied := uint64(1<<64-1), uint64(1<<64-1)
 	for _, f := range m.feeds {
-		a := f.ack()
-		durable, applied = min(durable, a.Durable), min(applied, a.Applied)
+		a, evicted := f.state()
+		if !evicted {
+			durable = min(durable, a.Durable)
+		}
+		applied = min(applied, a.Applied)
 	}
 	m.q.forget(applied)
 	return m.q.releasedUpTo(durable)
 }
 
-func (m *Master) anyConnected() bool {
+// whenFull says what a full spool should do, from the replicas' states.
+func (m *Master) whenFull() fullAction {
+	last := m.q.spool.Last()
+	action := fullOverflow
+	for _, f := range m.feeds {
+		if !f.sender.Stats().Connected {
+			continue
+		}
+		if a, _ := f.state(); a.Durable < last {
+			return fullWait
+		}
+		action = fullEvict
+	}
+	return action
+}
+
+// evict gives up the spool places of the replicas away, and returns what
+// the connected ones have all made durable.
+func (m *Master) evict() uint64 {
+	upTo := uint64(1<<64 - 1)
 	for _, f := range m.feeds {
 		if f.sender.Stats().Connected {
-			return true
+			a, _ := f.state()
+			upTo = min(upTo, a.Durable)
+		} else {
+			f.mu.Lock()
+			f.evicted = true
+			f.mu.Unlock()
 		}
 	}
-	return false
+	return upTo
 }
 
 // feed is one replica's view of the master.
@@ -244,9 +314,10 @@ type feed struct {
 	r      Replica
 	sender *stream.Sender
 
-	mu    sync.Mutex
-	last  stream.Ack
-	moved chan struct{} // closed and replaced when the replica acknowledges
+	mu      sync.Mutex
+	last    stream.Ack
+	evicted bool          // its place in the spool was given up: it starts over
+	moved   chan struct{} // closed and replaced when the replica acknowledges
 }
 
 var _ stream.Feed = (*feed)(nil)
@@ -262,15 +333,25 @@ func (f *feed) Start(ctx context.Context, w *stream.Welcome) (stream.Cursor, *st
 		rs = &stream.Reset{Epoch: f.m.epoch, From: from}
 		a = stream.Ack{Received: from - 1, Applied: from - 1, Durable: from - 1}
 	}
+	f.mu.Lock()
+	f.evicted = false
+	f.mu.Unlock()
 	f.progress(a)
 	return f.m.q.spool.Cursor(from), rs, nil
 }
 
 func (f *feed) Progress(a stream.Ack) {
 	f.progress(a)
+	f.m.q.caughtUp(a.Received)
 	if err := f.m.release(); err != nil {
 		f.m.log.Error("spool release failed", "err", err)
 	}
+}
+
+func (f *feed) state() (stream.Ack, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last, f.evicted
 }
 
 func (f *feed) progress(a stream.Ack) {
@@ -314,8 +395,8 @@ func (m *Master) report() monitor.Report {
 		Throughput: m.rate.PerSecond(st.WriteBytes),
 	}
 	m.q.mu.Lock()
-	if m.q.overflow {
-		sc.State = "spool full: dropping until a replica is rebuilt"
+	if m.q.changes != nil {
+		sc.State = "spool full: keeping a record of changes for a repair"
 	}
 	m.q.mu.Unlock()
 	for _, f := range m.feeds {

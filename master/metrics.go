@@ -10,7 +10,9 @@ var (
 	descRepairs   = prometheus.NewDesc("writecap_master_repairs_total", "Ranges read back from the master's files to repair loss or races.", []string{"scenario"}, nil)
 	descReconcile = prometheus.NewDesc("writecap_master_reconciles_total", "Walks of the master's tree (initial copy, repairs, full copies).", []string{"scenario"}, nil)
 	descOverflows = prometheus.NewDesc("writecap_master_spool_overflows_total", "Times the spool reached its limit.", []string{"scenario"}, nil)
-	descDropped   = prometheus.NewDesc("writecap_master_spool_dropped_records_total", "Records dropped while the spool was over its limit (replicas rebuilt).", []string{"scenario"}, nil)
+	descDropped   = prometheus.NewDesc("writecap_master_spool_dropped_records_total", "Records not spooled while the spool was at its limit (kept as a record of changes).", []string{"scenario"}, nil)
+	descOvRepairs = prometheus.NewDesc("writecap_master_spool_repairs_total", "Repairs sent for what was changed while the spool was at its limit.", []string{"scenario"}, nil)
+	descEvicted   = prometheus.NewDesc("writecap_master_spool_evictions_total", "Times replicas away lost their place in a full spool (rebuilt when back).", []string{"scenario"}, nil)
 
 	peer           = []string{"scenario", "replica"}
 	descSent       = prometheus.NewDesc("writecap_master_sent_seq", "Last sequence number sent to the replica.", peer, nil)
@@ -29,7 +31,7 @@ type collector struct{ m *Master }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCaptured, descSpool, descSpoolDisk, descDrops, descRepairs, descReconcile,
-		descOverflows, descDropped, descSent, descAcked, descApplied, descDurable, descLag, descLagBytes,
+		descOverflows, descDropped, descOvRepairs, descEvicted, descSent, descAcked, descApplied, descDurable, descLag, descLagBytes,
 		descConnected, descReconnects, descSentBytes} {
 		ch <- d
 	}
@@ -42,15 +44,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, t, v, append([]string{id}, labels...)...)
 	}
 	st := m.source.Stats()
-	dropped, overflows := m.q.counts()
+	qc := m.q.counts()
 	metric(descCaptured, prometheus.GaugeValue, float64(m.q.spool.Last()))
 	metric(descSpool, prometheus.GaugeValue, float64(m.q.spool.Bytes()))
 	metric(descSpoolDisk, prometheus.GaugeValue, float64(m.q.spool.DiskBytes()))
 	metric(descDrops, prometheus.CounterValue, float64(st.Lost+st.MetaLost))
 	metric(descRepairs, prometheus.CounterValue, float64(st.Dirty+st.Races))
 	metric(descReconcile, prometheus.CounterValue, float64(st.Reconciles))
-	metric(descOverflows, prometheus.CounterValue, float64(overflows))
-	metric(descDropped, prometheus.CounterValue, float64(dropped))
+	metric(descOverflows, prometheus.CounterValue, float64(qc.overflows))
+	metric(descDropped, prometheus.CounterValue, float64(qc.dropped))
+	metric(descOvRepairs, prometheus.CounterValue, float64(qc.repairs))
+	metric(descEvicted, prometheus.CounterValue, float64(qc.evicted))
 	for _, f := range m.feeds {
 		ss := f.sender.Stats()
 		a := f.ack()

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/writecap/writecap/capture"
 	"github.com/writecap/writecap/journal"
 )
 
@@ -12,6 +13,13 @@ import (
 // batches, the replicas' feeds read them and release what every replica has
 // made durable. It also knows where full copies of the tree begin, so a
 // replica that cannot resume starts over from one.
+//
+// When the spool reaches its limits with no replica taking batches, it
+// stops storing them and keeps a compact record of what they changed
+// instead; the first replica to come back gets a repair of exactly that.
+// Records dropped meanwhile take no sequence numbers: the stream goes on
+// from the spool's last batch with the repair, so a replica that resumes
+// from the spool sees no gap.
 type queue struct {
 	m     *Master
 	spool *journal.Spool
@@ -21,9 +29,13 @@ type queue struct {
 	rebuild   uint64        // first seq of the latest full copy the spool holds whole; 0: none
 	rebuilt   chan struct{} // closed and replaced when rebuild moves
 	released  chan struct{} // closed and replaced when the spool releases
-	overflow  bool          // batches are dropped until a replica needs a full copy
+	changes   *journal.Changes // while overflowing: what the dropped records changed
+	repairing bool          // a repair of changes has been asked of capture
+	shift     uint64        // capture seqs dropped so far: stream seq = capture seq - shift
 	dropped   uint64        // records dropped while overflowing
 	overflows uint64        // times the spool filled up
+	repairs   uint64        // repairs sent for dropped records
+	evicted   uint64        // times a replica away lost its place in the spool
 	marks     []mark        // capture times of recent batches, for lag
 	bytes     uint64        // batch bytes appended, all time
 }
@@ -36,27 +48,62 @@ type mark struct {
 	size uint64
 }
 
-// maxMarks bounds the lag bookkeeping; older marks go first.
-const maxMarks = 1 << 16
+const (
+	// maxMarks bounds the lag bookkeeping; older marks go first.
+	maxMarks = 1 << 16
+	// maxChangedPaths bounds the record kept while overflowing; past it
+	// the repair sends the whole tree again.
+	maxChangedPaths = 1 << 20
+	// maxFullWait bounds how long capture waits for a connected replica to
+	// make room in a full spool before it keeps a record of changes
+	// instead: a replica stuck (its disk full) must not stall capture.
+	maxFullWait = 10 * time.Second
+)
+
+// What Write does when the spool is full.
+type fullAction int
+
+const (
+	fullWait     fullAction = iota // a connected replica is behind: it makes room
+	fullEvict                      // the connected replicas have it all: drop what only others need
+	fullOverflow                   // nobody is taking batches: keep a record of changes
+)
+
+// caughtUp starts the repair of dropped changes for a replica that has
+// received everything the spool holds, without waiting for it to reconnect.
+func (q *queue) caughtUp(received uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.changes != nil && !q.repairing && received >= q.spool.Last() {
+		q.repairing = true
+		q.m.source.Repair()
+	}
+}
 
 var _ interface {
-	Write([]journal.Record) error
-	RebuildAt(uint64)
+	capture.Sink
+	capture.Rebuilder
+	capture.Repairer
 } = (*queue)(nil)
 
 // Write is the capture sink: one batch per call.
 func (q *queue) Write(recs []journal.Record) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.changes != nil {
+		q.drop(recs)
+		return nil
+	}
+	for i := range recs {
+		recs[i].Seq -= q.shift
+	}
 	b, err := q.enc.AppendBatch(nil, recs)
 	if err != nil {
 		return err
 	}
 	last := recs[len(recs)-1].Seq
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.overflow {
-		q.dropped += uint64(len(recs))
-		return nil
-	}
+	var waited time.Duration
+	evicted := false
 	for {
 		err := q.spool.Append(b)
 		if err == nil {
@@ -65,22 +112,37 @@ func (q *queue) Write(recs []journal.Record) error {
 		if !journal.IsSpoolFull(err) {
 			return err
 		}
-		if !q.m.anyConnected() {
-			return q.startOverflow(last, len(recs), err)
-		}
-		// A replica is taking batches: wait for it to make room rather
-		// than make it start over. Capture backs up into the kernel ring,
-		// whose losses are repaired from the files.
-		ch := q.released
-		q.mu.Unlock()
-		select {
-		case <-ch:
-		case <-time.After(time.Second):
-		}
-		q.mu.Lock()
-		if q.overflow {
-			q.dropped += uint64(len(recs))
-			return nil
+		action := q.m.whenFull()
+		switch {
+		case action == fullWait && waited < maxFullWait:
+			// A replica is taking batches: wait for it to make room rather
+			// than drop. Capture backs up into the kernel ring, whose
+			// losses are repaired from the files.
+			ch := q.released
+			q.mu.Unlock()
+			start := time.Now()
+			select {
+			case <-ch:
+			case <-time.After(time.Second):
+			}
+			waited += time.Since(start)
+			q.mu.Lock()
+		case action == fullEvict && !evicted:
+			// The replicas connected have everything: the spool only
+			// holds what replicas away lack. They start over when back.
+			evicted = true
+			upTo := q.m.evict()
+			q.evicted++
+			q.m.log.Warn("spool limit reached: releasing what only replicas away still need; they are rebuilt when they return",
+				"cause", err, "released_up_to", upTo)
+			if err := q.spool.Release(upTo); err != nil {
+				return err
+			}
+		default:
+			for i := range recs {
+				recs[i].Seq += q.shift
+			}
+			return q.startOverflow(recs, err)
 		}
 	}
 	q.bytes += uint64(len(b))
@@ -91,47 +153,54 @@ func (q *queue) Write(recs []journal.Record) error {
 	return nil
 }
 
-// releasedUpTo lets the spool drop batches every replica made durable.
-func (q *queue) releasedUpTo(seq uint64) error {
-	if err := q.spool.Release(seq); err != nil {
-		return err
-	}
-	q.mu.Lock()
-	close(q.released)
-	q.released = make(chan struct{})
-	q.mu.Unlock()
+// startOverflow stops storing batches: the spool never grows past its
+// limits and capture never stops. recs carry capture seqs.
+func (q *queue) startOverflow(recs []journal.Record, cause error) error {
+	q.overflows++
+	q.changes = journal.NewChanges(maxChangedPaths)
+	q.m.log.Warn("spool limit reached with no replica taking batches: keeping a record of what changed instead of the changes; the first replica back gets a repair of exactly that",
+		"cause", cause, "spool_bytes", q.spool.Bytes(), "last_seq", q.spool.Last())
+	q.drop(recs)
 	return nil
 }
 
-// startOverflow drops what the spool holds: it never grows past its limits
-// and capture never stops. Replicas that had not made it durable are rebuilt
-// from a full copy when they next connect.
-func (q *queue) startOverflow(last uint64, n int, cause error) error {
-	q.overflows++
-	q.overflow = true
-	q.dropped += uint64(n)
-	q.m.log.Warn("spool limit reached: dropping spooled changes; replicas behind are rebuilt from a full copy when they connect",
-		"cause", cause, "spool_bytes", q.spool.Bytes(), "last_seq", last)
-	if err := q.spool.Reset(last); err != nil {
-		return err
+func (q *queue) drop(recs []journal.Record) {
+	for i := range recs {
+		q.changes.Add(&recs[i])
 	}
-	q.setRebuild(0)
-	return nil
+	q.dropped += uint64(len(recs))
+	q.shift += uint64(len(recs))
+}
+
+// RepairAt is called by capture before the repair's first record.
+func (q *queue) RepairAt(seq uint64) *journal.Changes {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ch := q.changes
+	q.changes, q.repairing = nil, false
+	if ch != nil {
+		q.repairs++
+		q.m.log.Info("repairing what the replicas missed while the spool was full", "paths", ch.Len(),
+			"everything", ch.Full(), "from", seq-q.shift)
+	}
+	return ch
 }
 
 // RebuildAt is called by capture before a full copy's first record.
 func (q *queue) RebuildAt(seq uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.overflow || q.spool.Last() != seq-1 {
-		// The copy replaces whatever was dropped: start the spool there.
-		if err := q.spool.Reset(seq - 1); err != nil {
+	if q.changes != nil {
+		// A full copy makes the record of changes moot, but only for a
+		// replica that starts over from it: the spool's replicas would miss
+		// the removals, so they start over too.
+		q.changes, q.repairing = nil, false
+		if err := q.spool.Reset(seq - q.shift - 1); err != nil {
 			q.m.log.Error("spool reset failed", "err", err)
 			return
 		}
-		q.overflow = false
 	}
-	q.setRebuild(seq)
+	q.setRebuild(seq - q.shift)
 }
 
 func (q *queue) setRebuild(seq uint64) {
@@ -142,16 +211,21 @@ func (q *queue) setRebuild(seq uint64) {
 
 // start decides where a replica in state (epoch, durable) resumes: right
 // after durable if the spool holds everything since, else at a full copy,
-// which it asks capture for when the spool holds none.
+// which it asks capture for when the spool holds none. A replica that
+// resumes while changes were dropped gets their repair after the spool.
 func (q *queue) start(ctx context.Context, epoch, durable uint64) (from uint64, reset bool, err error) {
 	q.mu.Lock()
-	if epoch == q.m.epoch && !q.overflow && q.holds(durable+1) {
+	if epoch == q.m.epoch && q.holds(durable+1) {
+		if q.changes != nil && !q.repairing {
+			q.repairing = true
+			q.m.source.Repair()
+		}
 		q.mu.Unlock()
 		return durable + 1, false, nil
 	}
 	asked := false
 	for {
-		if q.rebuild != 0 && !q.overflow && q.holds(q.rebuild) {
+		if q.rebuild != 0 && q.changes == nil && q.holds(q.rebuild) {
 			from := q.rebuild
 			q.mu.Unlock()
 			return from, true, nil
@@ -171,6 +245,18 @@ func (q *queue) start(ctx context.Context, epoch, durable uint64) (from uint64, 
 		}
 		q.mu.Lock()
 	}
+}
+
+// releasedUpTo lets the spool drop batches every replica made durable.
+func (q *queue) releasedUpTo(seq uint64) error {
+	if err := q.spool.Release(seq); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	close(q.released)
+	q.released = make(chan struct{})
+	q.mu.Unlock()
+	return nil
 }
 
 // holds reports whether the spool can yield every batch from seq on.
@@ -206,8 +292,10 @@ func (q *queue) forget(applied uint64) {
 	q.marks = q.marks[i:]
 }
 
-func (q *queue) counts() (dropped, overflows uint64) {
+type queueCounts struct{ dropped, overflows, repairs, evicted uint64 }
+
+func (q *queue) counts() queueCounts {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.dropped, q.overflows
+	return queueCounts{q.dropped, q.overflows, q.repairs, q.evicted}
 }

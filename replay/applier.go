@@ -164,6 +164,8 @@ func (a *Applier) apply(r *journal.Record) (skipped bool, err error) {
 		return a.setattr(r)
 	case journal.OpBarrier:
 		return a.barrier(r)
+	case journal.OpPrune:
+		return a.prune(r)
 	}
 	return false, nil // bookmark: a marker in the stream, nothing on disk
 }
@@ -188,6 +190,13 @@ func check(r *journal.Record) error {
 	case journal.OpBarrier:
 		if r.Path == "" {
 			return nil
+		}
+	case journal.OpPrune:
+		if _, ok := pruneNames(r.Data); !ok {
+			return fmt.Errorf("%w: prune list is not NUL-ended names", ErrMalformed)
+		}
+		if r.Path == "" {
+			return nil // the root
 		}
 	}
 	if !r.Op.Valid() {

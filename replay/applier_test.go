@@ -70,6 +70,10 @@ func TestLatch(t *testing.T) {
 		{"symlink target with NUL", journal.Record{Seq: 1, Op: journal.OpSymlink, Path: "s", Path2: "a\x00b"}, ErrMalformed},
 		{"empty symlink target", journal.Record{Seq: 1, Op: journal.OpSymlink, Path: "s"}, ErrMalformed},
 		{"setattr flags", journal.Record{Seq: 1, Op: journal.OpSetattr, Path: "f", Flags: 1 << 7}, ErrMalformed},
+		{"prune list without final NUL", journal.Record{Seq: 1, Op: journal.OpPrune, Path: "d", Data: []byte("a\x00b")}, ErrMalformed},
+		{"prune name with slash", journal.Record{Seq: 1, Op: journal.OpPrune, Path: "d", Data: []byte("a/b\x00")}, ErrMalformed},
+		{"prune name dot-dot", journal.Record{Seq: 1, Op: journal.OpPrune, Data: []byte("..\x00")}, ErrMalformed},
+		{"prune empty name", journal.Record{Seq: 1, Op: journal.OpPrune, Data: []byte("a\x00\x00")}, ErrMalformed},
 		{"fatal errno", journal.Record{Seq: 1, Op: journal.OpWrite, Path: "f", Offset: 1 << 62, Data: []byte("x")}, unix.EFBIG},
 	}
 	for _, tt := range tests {

@@ -64,6 +64,10 @@ func TestHostilePaths(t *testing.T) {
 		{"write to final symlink", rec(journal.OpWrite, "sx", "")},
 		{"truncate final symlink", rec(journal.OpTruncate, "sx", "")},
 		{"fallocate final symlink", rec(journal.OpFallocate, "sx", "")},
+		{"prune through symlink", rec(journal.OpPrune, "link", "")},
+		{"prune through climbing symlink", rec(journal.OpPrune, "up", "")},
+		{"prune dot-dot", rec(journal.OpPrune, "..", "")},
+		{"prune absolute", rec(journal.OpPrune, "/BASE", "")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	pathpkg "path"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -475,4 +476,43 @@ func (a *Applier) unresolved(r *journal.Record, err error) (bool, error) {
 		return a.skip(r, err.Error())
 	}
 	return false, sysErr("openat2", err)
+}
+
+// prune removes from the directory every entry the record does not name:
+// what the master's directory no longer holds. Names it lists but this
+// directory lacks are the business of the records that create them.
+func (a *Applier) prune(r *journal.Record) (bool, error) {
+	keep, _ := pruneNames(r.Data)
+	d, err := a.dir(r.Path)
+	if err != nil {
+		return a.unresolved(r, err)
+	}
+	// A descriptor of its own: reading a directory moves its offset.
+	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, sysErr("openat", err)
+	}
+	f := os.NewFile(uintptr(fd), r.Path)
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return false, err
+	}
+	removed := 0
+	for _, name := range names {
+		if keep[name] {
+			continue
+		}
+		if err := removeAll(d.fd, name); err != nil {
+			return false, err
+		}
+		a.cache.drop(pathpkg.Join(r.Path, name))
+		removed++
+	}
+	if removed == 0 {
+		return a.skip(r, "nothing to prune")
+	}
+	d.dirty = true
+	a.log.Info("replay: pruned entries the master no longer has", "record", logRec{r}, "removed", removed)
+	return false, nil
 }

@@ -163,6 +163,13 @@ func TestReplayIdempotent(t *testing.T) {
 				t.Errorf("symlink mtime %v, want %v", st.Mtim.Nano(), when+1)
 			}
 		}},
+		{name: "prune", recs: []journal.Record{
+			withMode(op(journal.OpMkdir, "d"), 0o755),
+			wr("d/a", 0, "a"),
+			wr("d/b", 0, "b"),
+			{Op: journal.OpPrune, Path: "d", Data: []byte("b\x00")},
+			wr("d/a", 0, "again"),
+		}, reusesNames: true},
 		{name: "bookmark and barriers", recs: []journal.Record{
 			wr("f", 0, "x"),
 			op(journal.OpBarrier, "f"),
@@ -247,6 +254,23 @@ func TestStaleReplica(t *testing.T) {
 			stale: func(t *testing.T, root, _ string) { mustWrite(t, filepath.Join(root, "b"), "b") },
 			rec:   op2(journal.OpRename, "a", "b"),
 			want:  content("b", "b"),
+		},
+		{
+			name: "prune keeps what the master lists, removes the rest without following symlinks",
+			stale: func(t *testing.T, root, out string) {
+				staleDir("d/gone")(t, root, out)
+				mustWrite(t, filepath.Join(root, "d/kept"), "kept")
+				mustWrite(t, filepath.Join(root, "d/old"), "old")
+				mustSymlink(t, out, filepath.Join(root, "d/outlink"))
+			},
+			rec:  journal.Record{Op: journal.OpPrune, Path: "d", Data: []byte("kept\x00absent\x00")},
+			want: all(content("d/kept", "kept"), absent("d/gone"), absent("d/old"), absent("d/outlink")),
+		},
+		{
+			name:  "prune of the root",
+			stale: func(t *testing.T, root, out string) { staleDir("x")(t, root, out); mustWrite(t, filepath.Join(root, "y"), "y") },
+			rec:   journal.Record{Op: journal.OpPrune, Data: []byte("y\x00")},
+			want:  all(content("y", "y"), absent("x")),
 		},
 		{
 			name:  "create over a directory",

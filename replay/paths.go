@@ -3,6 +3,7 @@
 package replay
 
 import (
+	"bytes"
 	"os"
 	"strings"
 
@@ -89,4 +90,23 @@ func sysErr(call string, err error) error {
 		return os.NewSyscallError(call, err)
 	}
 	return err
+}
+
+// pruneNames parses a prune record's list: names, each ended by a NUL. Each
+// must be a single valid path component.
+func pruneNames(b []byte) (map[string]bool, bool) {
+	keep := map[string]bool{}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, 0)
+		if i < 0 {
+			return nil, false
+		}
+		name := string(b[:i])
+		if strings.IndexByte(name, '/') >= 0 || !validPath(name) {
+			return nil, false
+		}
+		keep[name] = true
+		b = b[i+1:]
+	}
+	return keep, true
 }
