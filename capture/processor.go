@@ -57,6 +57,12 @@ type processor struct {
 	suspect            map[*node]bool // directories whose contents are sent again
 	flushErr           error
 	warnedTooDeep      bool
+	// silent: a walk only learns the tree (resume), sending nothing; what
+	// changed since resumeSince goes into resumed
+	silent      bool
+	resumeSince int64
+	resumed     *journal.Changes
+	resumeDirs  map[uint64]string
 }
 
 type lossID struct {
@@ -80,6 +86,9 @@ func newProcessor(s *Source, sink Sink) (*processor, error) {
 // whatever changes during the walk follows as events.
 func (p *processor) initial() error {
 	p.s.stats.reconciles.Add(1)
+	if p.s.cfg.Resume != nil {
+		return p.resume(p.s.cfg.Resume)
+	}
 	p.rebuildAt()
 	if err := p.reconcile(true); err != nil {
 		return err
@@ -190,6 +199,9 @@ func (p *processor) runReconcile() error {
 }
 
 func (p *processor) emit(r journal.Record) {
+	if p.silent {
+		return
+	}
 	p.seq++
 	r.Seq = p.seq
 	p.out = append(p.out, r)
@@ -257,6 +269,11 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 	}
 	if p.s.repair.Swap(false) {
 		if err := p.repairChanges(); err != nil {
+			return err
+		}
+	}
+	if p.s.snapDirs.Swap(false) {
+		if err := p.snapshotDirs(); err != nil {
 			return err
 		}
 	}

@@ -184,6 +184,9 @@ func (p *processor) staleIno(n *node) {
 
 // importEntry sends something the replica does not have, whole.
 func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) error {
+	if p.silent {
+		p.changedSince(rel, st)
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		n := &node{ino: st.Ino, dir: true, children: map[string]*node{}}

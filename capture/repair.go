@@ -25,6 +25,9 @@ func (p *processor) dirtyIno(ino uint64, lo, hi int64) {
 // The master may be ahead of the event stream; the records that follow
 // replay on top, so the replica converges to the master.
 func (p *processor) dirtyNode(n *node, lo, hi int64) {
+	if p.silent {
+		return
+	}
 	p.s.stats.dirty.Add(1)
 	if !p.readBack(n, lo, hi) {
 		d, ok := p.deferred[n.ino]

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -63,6 +64,12 @@ func (p *processor) resendChanges(ch *journal.Changes) error {
 		if err != nil || p.flushErr != nil || beneathAny(rel, covered) {
 			return
 		}
+		if rel == "" { // the root stays; only its entries change
+			if pc.What&(journal.ChangedNames|journal.ChangedEntry) != 0 {
+				p.prune(p.t.root, "")
+			}
+			return
+		}
 		parent, name := p.t.parentOf(rel)
 		var n *node
 		if parent != nil {
@@ -80,10 +87,10 @@ func (p *processor) resendChanges(ch *journal.Changes) error {
 			p.t.detach(parent, name)
 			err = p.importEntry(parent, name, rel, &st)
 			covered[rel] = true
-			if nn := parent.children[name]; nn != nil && pc.What&journal.ChangedContent != 0 {
-				// A further name of a file the replica has: its bytes may
-				// be stale there.
-				ranges = append(ranges, p.contentRepair(nn, pc))
+			if nn := parent.children[name]; nn != nil && !nn.dir && !nn.symlink && p.walkFirst[nn] != rel {
+				// Linked to a name the replica has, whose bytes may be
+				// stale there: send them all.
+				ranges = append(ranges, p.contentRepair(nn, journal.PathChange{What: journal.ChangedContent}))
 			}
 		default:
 			if n.symlink {
@@ -91,6 +98,9 @@ func (p *processor) resendChanges(ch *journal.Changes) error {
 				return
 			}
 			p.attrs(rel, &st)
+			if n.dir && pc.What&journal.ChangedNames != 0 {
+				p.prune(n, rel)
+			}
 			if pc.What&journal.ChangedContent != 0 && !n.dir {
 				ranges = append(ranges, p.contentRepair(n, pc))
 			}
@@ -137,16 +147,74 @@ func (p *processor) resendAll() error {
 	for _, name := range names {
 		ch.Mark(name, journal.ChangedEntry)
 	}
-	p.emit(journal.Record{Op: journal.OpPrune, Data: pruneList(names)})
+	p.prune(p.t.root, "")
 	return p.resendChanges(ch)
 }
 
-func pruneList(names []string) []byte {
+// prune removes from the replica's directory what the model's does not hold.
+func (p *processor) prune(dir *node, rel string) {
 	var b []byte
-	for _, n := range names {
-		b = append(append(b, n...), 0)
+	for name := range dir.children {
+		b = append(append(b, name...), 0)
 	}
-	return b
+	p.emit(journal.Record{Op: journal.OpPrune, Path: rel, Data: b})
+}
+
+// resume learns the tree without sending it, then sends what may have
+// changed since the replicas last had it: what the earlier capture recorded
+// and what changed while nothing captured.
+func (p *processor) resume(r *Resume) error {
+	p.silent, p.resumeSince = true, r.Since.UnixNano()
+	p.resumed = journal.NewChanges(0)
+	p.resumeDirs = r.Dirs
+	err := p.reconcile(true)
+	p.silent = false
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(p.root, &st); err == nil && st.Ctim.Nano() >= p.resumeSince {
+		p.resumed.Mark("", journal.ChangedNames)
+	}
+	found := p.resumed.Len()
+	if r.Changes != nil {
+		p.resumed.Merge(r.Changes)
+	}
+	p.rebuildAt()
+	p.log.Info("resuming replicas of an earlier capture: repairing what may have changed since",
+		"recorded", func() int {
+			if r.Changes == nil {
+				return 0
+			}
+			return r.Changes.Len()
+		}(), "changed_while_not_capturing", found, "since", r.Since)
+	if err := p.walk(func() error {
+		if p.resumed.Full() {
+			return p.resendAll()
+		}
+		return p.resendChanges(p.resumed)
+	}); err != nil {
+		return err
+	}
+	p.resumed = nil
+	if p.flushErr != nil {
+		return p.flushErr
+	}
+	return p.flush()
+}
+
+// changedSince notes, while a resume learns the tree, an entry changed (by
+// its change time) since the earlier capture stopped. A directory that is
+// where it was loses what it no longer holds; one that moved is sent whole.
+func (p *processor) changedSince(rel string, st *unix.Stat_t) {
+	if st.Ctim.Nano() < p.resumeSince || rel == "" {
+		return
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR && p.resumeDirs[st.Ino] == rel {
+		p.resumed.Mark(rel, journal.ChangedAttrs|journal.ChangedNames)
+		return
+	}
+	p.resumed.Mark(rel, journal.ChangedEntry)
 }
 
 func beneathAny(rel string, dirs map[string]bool) bool {
@@ -156,4 +224,40 @@ func beneathAny(rel string, dirs map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// A DirWatcher is a Sink that keeps where the tree's directories are, so
+// that a later Resume can tell a directory that moved from one that only
+// changed: DirsAt gets them, as of the record before seq, when asked for by
+// SnapshotDirs.
+type DirWatcher interface {
+	DirsAt(seq uint64, dirs map[uint64]string)
+}
+
+// SnapshotDirs asks Run for the directories' inode numbers and paths, for a
+// DirWatcher sink, within a poll interval.
+func (s *Source) SnapshotDirs() { s.snapDirs.Store(true) }
+
+func (p *processor) snapshotDirs() error {
+	dw, ok := p.sink.(DirWatcher)
+	if !ok {
+		return nil
+	}
+	if err := p.flush(); err != nil {
+		return err
+	}
+	dirs := map[uint64]string{}
+	var visit func(n *node, rel string)
+	visit = func(n *node, rel string) {
+		for name, c := range n.children {
+			if c.dir && c.ino != 0 {
+				crel := path.Join(rel, name)
+				dirs[c.ino] = crel
+				visit(c, crel)
+			}
+		}
+	}
+	visit(p.t.root, "")
+	dw.DirsAt(p.seq+1, dirs)
+	return nil
 }

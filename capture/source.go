@@ -45,7 +45,21 @@ type Config struct {
 	PollInterval time.Duration
 	// QueueDepth is how many samples may wait between reader and processor.
 	QueueDepth int
-	Logger     *slog.Logger
+	// Resume, if set, replaces the initial full copy with a repair of what
+	// may have changed since replicas last had the tree: see Resume.
+	Resume *Resume
+	Logger *slog.Logger
+}
+
+// Resume describes a tree replicas already hold but for some changes: what
+// an earlier capture recorded (Changes), and whatever changed while nothing
+// captured, found by change time (Since) and by directories that moved
+// (Dirs, the directories' inode numbers and paths as the earlier capture
+// knew them).
+type Resume struct {
+	Changes *journal.Changes
+	Since   time.Time
+	Dirs    map[uint64]string
 }
 
 func (c *Config) fill() error {
@@ -86,12 +100,13 @@ type Stats struct {
 
 // Source captures one protected tree.
 type Source struct {
-	cfg    Config
-	root   string
-	k      ring
-	stats  stats
-	resync atomic.Bool // a full copy has been asked for
-	repair atomic.Bool // a repair of a Repairer's changes has been asked for
+	cfg      Config
+	root     string
+	k        ring
+	stats    stats
+	resync   atomic.Bool // a full copy has been asked for
+	repair   atomic.Bool // a repair of a Repairer's changes has been asked for
+	snapDirs atomic.Bool // a DirWatcher wants the directories
 }
 
 type stats struct {

@@ -20,6 +20,7 @@ const (
 	ChangedAttrs                      // mode, owner or times
 	ChangedEntry                      // created, replaced or moved to the path: send it whole
 	ChangedGone                       // removed or moved away from the path
+	ChangedNames                      // a directory whose entries changed: remove what it no longer holds
 )
 
 // Range is a byte range of a file; Len < 0 runs to the end of the file.
@@ -224,7 +225,7 @@ func DecodeChanges(b []byte, limit int) (*Changes, error) {
 		return c, nil
 	}
 	for p, pc := range e.Paths {
-		if p == "" || pc.What == 0 || pc.What&^(ChangedContent|ChangedAttrs|ChangedEntry|ChangedGone) != 0 {
+		if p == "" || pc.What == 0 || pc.What&^(ChangedContent|ChangedAttrs|ChangedEntry|ChangedGone|ChangedNames) != 0 {
 			return nil, corruptf("journal: changes: path %q: bad change %#x", p, pc.What)
 		}
 		for _, r := range pc.Ranges {

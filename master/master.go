@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,7 +65,15 @@ type Master struct {
 	q      *queue
 	feeds  []*feed
 	rate   monitor.Rate
+	al     *activity         // written by the capture goroutine only
+	prior  map[uint64]uint64 // earlier epochs this master can repair: durable seq needed
+	snapAt atomic.Int64      // when directories were last asked for (ns)
 }
+
+// resumeSlack reaches back before an earlier master's last recorded change
+// when looking for what changed without capture: changes it had not yet
+// read from the kernel when it died are older than its last record.
+const resumeSlack = 30 * time.Second
 
 // RunAll runs a master per scenario and calls ready once all capture.
 func RunAll(ctx context.Context, cfgs []Config, ready func()) error {
@@ -132,6 +141,22 @@ func Run(ctx context.Context, cfg Config) error {
 	cc := cfg.Capture
 	cc.Root = cfg.Source
 	cc.Logger = m.log
+	// An earlier master's activity record turns the first copy into a
+	// repair for the replicas it served.
+	prior, err := readActivity(cfg.State, m.log)
+	if err != nil {
+		return err
+	}
+	if prior != nil {
+		m.prior = prior.resumable
+		cc.Resume = &capture.Resume{Changes: prior.changes, Since: prior.last.Add(-resumeSlack), Dirs: prior.dirs}
+		m.log.Info("found an earlier master's activity record: its replicas are repaired, not rebuilt",
+			"epochs", len(prior.resumable), "paths", prior.changes.Len(), "last_recorded", prior.last)
+	}
+	if m.al, err = newActivity(cfg.State, m.epoch, prior, m.log); err != nil {
+		return err
+	}
+	defer m.al.close()
 	if m.source, err = capture.New(cc); err != nil {
 		return err
 	}
@@ -174,6 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 		m.repairBeforeStop()
 		stopCapture()
 	}()
+	m.source.SnapshotDirs()
 	capErr := m.source.Run(capCtx, m.q)
 	if capErr == nil {
 		m.drain()
@@ -275,6 +301,21 @@ func (m *Master) release() error {
 	return m.q.releasedUpTo(durable)
 }
 
+// durableAll is what every replica not evicted has made durable, and
+// whether all of them have this epoch's data.
+func (m *Master) durableAll() (uint64, bool) {
+	durable, all := uint64(1<<64-1), true
+	for _, f := range m.feeds {
+		f.mu.Lock()
+		if !f.evicted {
+			durable = min(durable, f.last.Durable)
+			all = all && f.epoch == m.epoch
+		}
+		f.mu.Unlock()
+	}
+	return durable, all
+}
+
 // whenFull says what a full spool should do, from the replicas' states.
 func (m *Master) whenFull() fullAction {
 	last := m.q.spool.Last()
@@ -317,24 +358,26 @@ type feed struct {
 	mu      sync.Mutex
 	last    stream.Ack
 	evicted bool          // its place in the spool was given up: it starts over
+	epoch   uint64        // the epoch of its data, once it had a session
 	moved   chan struct{} // closed and replaced when the replica acknowledges
 }
 
 var _ stream.Feed = (*feed)(nil)
 
 func (f *feed) Start(ctx context.Context, w *stream.Welcome) (stream.Cursor, *stream.Reset, error) {
-	from, reset, err := f.m.q.start(ctx, w.Epoch, w.Durable)
+	from, how, err := f.m.q.start(ctx, w.Epoch, w.Durable)
 	if err != nil {
 		return nil, nil, err
 	}
 	a := stream.Ack{Received: w.Received, Applied: w.Applied, Durable: w.Durable}
 	var rs *stream.Reset
-	if reset {
-		rs = &stream.Reset{Epoch: f.m.epoch, From: from}
+	if how != startResume {
+		rs = &stream.Reset{Epoch: f.m.epoch, From: from, Keep: how == startRepair}
 		a = stream.Ack{Received: from - 1, Applied: from - 1, Durable: from - 1}
 	}
 	f.mu.Lock()
 	f.evicted = false
+	f.epoch = f.m.epoch
 	f.mu.Unlock()
 	f.progress(a)
 	return f.m.q.spool.Cursor(from), rs, nil
@@ -343,6 +386,12 @@ func (f *feed) Start(ctx context.Context, w *stream.Welcome) (stream.Cursor, *st
 func (f *feed) Progress(a stream.Ack) {
 	f.progress(a)
 	f.m.q.caughtUp(a.Received)
+	// Once a second at most, let the activity record start over if every
+	// replica has everything.
+	if now := time.Now().UnixNano(); now-f.m.snapAt.Load() > int64(time.Second) && a.Durable >= f.m.q.spool.Last() {
+		f.m.snapAt.Store(now)
+		f.m.source.SnapshotDirs()
+	}
 	if err := f.m.release(); err != nil {
 		f.m.log.Error("spool release failed", "err", err)
 	}

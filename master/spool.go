@@ -26,18 +26,19 @@ type queue struct {
 	enc   *journal.Encoder
 
 	mu        sync.Mutex
-	rebuild   uint64        // first seq of the latest full copy the spool holds whole; 0: none
-	rebuilt   chan struct{} // closed and replaced when rebuild moves
-	released  chan struct{} // closed and replaced when the spool releases
+	rebuild   uint64           // first seq of the latest full copy the spool holds whole; 0: none
+	rebuilt   chan struct{}    // closed and replaced when rebuild moves
+	released  chan struct{}    // closed and replaced when the spool releases
 	changes   *journal.Changes // while overflowing: what the dropped records changed
-	repairing bool          // a repair of changes has been asked of capture
-	shift     uint64        // capture seqs dropped so far: stream seq = capture seq - shift
-	dropped   uint64        // records dropped while overflowing
-	overflows uint64        // times the spool filled up
-	repairs   uint64        // repairs sent for dropped records
-	evicted   uint64        // times a replica away lost its place in the spool
-	marks     []mark        // capture times of recent batches, for lag
-	bytes     uint64        // batch bytes appended, all time
+	repairing bool             // a repair of changes has been asked of capture
+	shift     uint64           // capture seqs dropped so far: stream seq = capture seq - shift
+	dropped   uint64           // records dropped while overflowing
+	overflows uint64           // times the spool filled up
+	repairs   uint64           // repairs sent for dropped records
+	evicted   uint64           // times a replica away lost its place in the spool
+	resumes   uint64           // replicas of an earlier master repaired rather than rebuilt
+	marks     []mark           // capture times of recent batches, for lag
+	bytes     uint64           // batch bytes appended, all time
 }
 
 // mark is when a batch was captured and how many bytes came before it.
@@ -84,6 +85,7 @@ var _ interface {
 	capture.Sink
 	capture.Rebuilder
 	capture.Repairer
+	capture.DirWatcher
 } = (*queue)(nil)
 
 // Write is the capture sink: one batch per call.
@@ -91,17 +93,24 @@ func (q *queue) Write(recs []journal.Record) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.changes != nil {
+		if err := q.m.al.append(q.m.epoch, q.spool.Last(), recs); err != nil {
+			return err
+		}
 		q.drop(recs)
 		return nil
 	}
 	for i := range recs {
 		recs[i].Seq -= q.shift
 	}
+	last := recs[len(recs)-1].Seq
+	// What a batch changes is on record before any replica can see it.
+	if err := q.m.al.append(q.m.epoch, last, recs); err != nil {
+		return err
+	}
 	b, err := q.enc.AppendBatch(nil, recs)
 	if err != nil {
 		return err
 	}
-	last := recs[len(recs)-1].Seq
 	var waited time.Duration
 	evicted := false
 	for {
@@ -209,11 +218,22 @@ func (q *queue) setRebuild(seq uint64) {
 	q.rebuilt = make(chan struct{})
 }
 
+// How a replica's session starts.
+type startHow int
+
+const (
+	startResume  startHow = iota // from the spool, right after what it has
+	startRepair                  // keeps its data: a repair of what an earlier master recorded follows
+	startRebuild                 // throws its data away: a full copy follows
+)
+
 // start decides where a replica in state (epoch, durable) resumes: right
-// after durable if the spool holds everything since, else at a full copy,
-// which it asks capture for when the spool holds none. A replica that
-// resumes while changes were dropped gets their repair after the spool.
-func (q *queue) start(ctx context.Context, epoch, durable uint64) (from uint64, reset bool, err error) {
+// after durable if the spool holds everything since; from this master's
+// first record, a repair, if an earlier master's activity record covers
+// what it lacks; else at a full copy, which it asks capture for when the
+// spool holds none. A replica that resumes while changes were dropped gets
+// their repair after the spool.
+func (q *queue) start(ctx context.Context, epoch, durable uint64) (uint64, startHow, error) {
 	q.mu.Lock()
 	if epoch == q.m.epoch && q.holds(durable+1) {
 		if q.changes != nil && !q.repairing {
@@ -221,14 +241,21 @@ func (q *queue) start(ctx context.Context, epoch, durable uint64) (from uint64, 
 			q.m.source.Repair()
 		}
 		q.mu.Unlock()
-		return durable + 1, false, nil
+		return durable + 1, startResume, nil
+	}
+	if base, ok := q.m.prior[epoch]; ok && epoch != q.m.epoch && durable >= base && q.changes == nil && q.holds(1) {
+		q.resumes++
+		q.mu.Unlock()
+		q.m.log.Info("replica of an earlier master: it keeps its data and gets the repair of what changed since",
+			"replica_epoch", epoch, "replica_durable", durable)
+		return 1, startRepair, nil
 	}
 	asked := false
 	for {
 		if q.rebuild != 0 && q.changes == nil && q.holds(q.rebuild) {
 			from := q.rebuild
 			q.mu.Unlock()
-			return from, true, nil
+			return from, startRebuild, nil
 		}
 		if !asked {
 			q.m.log.Info("asking capture for a full copy of the tree for a replica that cannot resume",
@@ -240,10 +267,19 @@ func (q *queue) start(ctx context.Context, epoch, durable uint64) (from uint64, 
 		q.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return 0, false, ctx.Err()
+			return 0, startRebuild, ctx.Err()
 		case <-ch:
 		}
 		q.mu.Lock()
+	}
+}
+
+// DirsAt is called by capture with where the directories are: the activity
+// record keeps them, and starts over if every replica has everything.
+func (q *queue) DirsAt(_ uint64, dirs map[uint64]string) {
+	durable, caughtUp := q.m.durableAll()
+	if err := q.m.al.restart(q.m.epoch, durable, caughtUp, dirs); err != nil {
+		q.m.log.Error("activity record", "err", err)
 	}
 }
 
@@ -292,10 +328,10 @@ func (q *queue) forget(applied uint64) {
 	q.marks = q.marks[i:]
 }
 
-type queueCounts struct{ dropped, overflows, repairs, evicted uint64 }
+type queueCounts struct{ dropped, overflows, repairs, evicted, resumes uint64 }
 
 func (q *queue) counts() queueCounts {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return queueCounts{q.dropped, q.overflows, q.repairs, q.evicted}
+	return queueCounts{q.dropped, q.overflows, q.repairs, q.evicted, q.resumes}
 }

@@ -10,6 +10,7 @@ var (
 	descSessions = prometheus.NewDesc("writecap_replica_sessions_total", "Master sessions accepted.", []string{"scenario"}, nil)
 	descRefused  = prometheus.NewDesc("writecap_replica_refused_total", "Master sessions refused for identity.", []string{"scenario"}, nil)
 	descResets   = prometheus.NewDesc("writecap_replica_resets_total", "Times the master rebuilt this replica from a full copy.", []string{"scenario"}, nil)
+	descAdopted  = prometheus.NewDesc("writecap_replica_repairs_total", "Times a new master (restarted) kept this replica's data and repaired it.", []string{"scenario"}, nil)
 	descDiskFull = prometheus.NewDesc("writecap_replica_disk_full", "1 while applying is paused for lack of space.", []string{"scenario"}, nil)
 	descStopped  = prometheus.NewDesc("writecap_replica_stopped", "1 when applying stopped on a refused record.", []string{"scenario"}, nil)
 )
@@ -18,7 +19,7 @@ var (
 type collector struct{ byID map[string]*scenario }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descDurable, descApplied, descSpool, descSessions, descRefused, descResets, descDiskFull, descStopped} {
+	for _, d := range []*prometheus.Desc{descReceived, descDurable, descApplied, descSpool, descSessions, descRefused, descResets, descAdopted, descDiskFull, descStopped} {
 		ch <- d
 	}
 }
@@ -45,6 +46,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSessions, s.counts.sessions.Load(), id)
 		counter(descRefused, s.counts.refused.Load(), id)
 		counter(descResets, s.counts.resets.Load(), id)
+		counter(descAdopted, s.counts.adoptions.Load(), id)
 		gauge(descDiskFull, flag(st.State == StateDiskFull), id)
 		gauge(descStopped, flag(st.State == StateStopped), id)
 	}

@@ -40,7 +40,7 @@ type Config struct {
 	Metrics   string // address of the /metrics and /status endpoint; "" none
 	// Heartbeat and Timeout of the stream; defaults in stream.ServerConfig.
 	Heartbeat, Timeout time.Duration
-	Logger    *slog.Logger
+	Logger             *slog.Logger
 	// Ready is called with the listening address once sessions are taken.
 	Ready func(addr net.Addr)
 }

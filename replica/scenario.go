@@ -63,7 +63,7 @@ type scenario struct {
 	stMu sync.Mutex // st is also written by the applier's checkpoints
 	st   state
 
-	counts       struct{ sessions, refused, resets, diskFull atomic.Uint64 }
+	counts       struct{ sessions, refused, resets, adoptions, diskFull atomic.Uint64 }
 	appliedBytes atomic.Uint64
 	rate         monitor.Rate
 }
@@ -195,12 +195,24 @@ func (t *session) Reset(r *stream.Reset) error {
 	if r.From == 0 {
 		return fmt.Errorf("replica: reset to sequence number 0: %w", stream.ErrCorrupt)
 	}
-	s.log.Warn("the master rebuilds this replica from a full copy; clearing the root",
-		"epoch", r.Epoch, "from", r.From, "old_epoch", s.epoch(), "old_applied", s.applied.Load())
-	s.counts.resets.Add(1)
-	s.stopApply()
-	if err := clearDir(s.cfg.Root); err != nil {
-		return err
+	if r.Keep {
+		// A new master repairs what this replica has: apply all of it
+		// first, since the repair is relative to it.
+		s.log.Info("a new master resumes this replica: applying what it holds, then the repair",
+			"epoch", r.Epoch, "from", r.From, "old_epoch", s.epoch(), "held", s.received.Load())
+		if err := s.drainApply(); err != nil {
+			return err
+		}
+		s.counts.adoptions.Add(1)
+		s.stopApply()
+	} else {
+		s.log.Warn("the master rebuilds this replica from a full copy; clearing the root",
+			"epoch", r.Epoch, "from", r.From, "old_epoch", s.epoch(), "old_applied", s.applied.Load())
+		s.counts.resets.Add(1)
+		s.stopApply()
+		if err := clearDir(s.cfg.Root); err != nil {
+			return err
+		}
 	}
 	if err := s.spool.Reset(r.From - 1); err != nil {
 		return err
@@ -291,6 +303,24 @@ func (t *session) End(err error) {
 		s.lastError = err.Error()
 	}
 	s.statusMu.Unlock()
+}
+
+// drainApply waits until everything received is applied, or applying
+// stops.
+func (s *scenario) drainApply() error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for s.applied.Load() < s.received.Load() {
+		select {
+		case <-s.applyDone:
+			s.statusMu.Lock()
+			err := s.lastError
+			s.statusMu.Unlock()
+			return fmt.Errorf("replica: applying stopped before the new master's repair: %s", err)
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // syncLoop makes what was received durable, a group at a time, so that

@@ -43,7 +43,7 @@
 // The body of a control frame is one msgpack map from field names to values,
 // nothing before or after it. The names are the msgpack tags of the message
 // structs (version, scenario, master, replica, epoch, root, compress,
-// received, applied, durable, time, reason, from). Integers use msgpack's smallest
+// received, applied, durable, time, reason, from, keep). Integers use msgpack's smallest
 // form. A decoder ignores names it does not know and leaves missing fields at
 // zero, so a later version can add fields without a new frame version.
 //

@@ -151,6 +151,7 @@ func goldenFrames(t testing.TB) []frame {
 		{stream.FrameBatch, nil},
 		{stream.FrameClose, msgBody(t, stream.Close{Reason: "replica: scenario \"pg-other\" not served"})},
 		{stream.FrameReset, msgBody(t, stream.Reset{Epoch: 1<<40 + 1, From: 1<<32 + 21})},
+		{stream.FrameReset, msgBody(t, stream.Reset{Epoch: 1<<40 + 2, From: 1, Keep: true})},
 	}
 }
 

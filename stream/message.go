@@ -51,9 +51,13 @@ type Heartbeat struct {
 
 // Reset tells a replica that cannot resume to throw its data away: the
 // batches from From on, of the master's Epoch, rebuild it from an empty tree.
+// With Keep, the replica keeps its data (after applying all it holds) and
+// the batches from From on repair it: a new master resuming an earlier one's
+// replicas.
 type Reset struct {
 	Epoch uint64 `msgpack:"epoch"`
 	From  uint64 `msgpack:"from"`
+	Keep  bool   `msgpack:"keep"`
 }
 
 // Close is the reason a side hangs up, sent as its last frame.

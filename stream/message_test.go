@@ -76,7 +76,7 @@ func TestMessageKeys(t *testing.T) {
 		{stream.Ack{}, "applied durable received"},
 		{stream.Heartbeat{}, "time"},
 		{stream.Close{}, "reason"},
-		{stream.Reset{}, "epoch from"},
+		{stream.Reset{}, "epoch from keep"},
 	}
 	for _, tt := range tests {
 		var m map[string]any
