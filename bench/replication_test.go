@@ -53,7 +53,7 @@ func startPair(b *testing.B, base string) *pair {
 		b.Fatal(err)
 	}
 	dir := filepath.Join(base, "certs")
-	if _, err := certs.Create(certs.Options{Dir: dir, Nodes: []string{"master", "replica"}, Days: 1}); err != nil {
+	if _, err := certs.Create(certs.Options{Dir: dir, Nodes: []string{"master", "replica"}, Days: 1, Force: true}); err != nil {
 		b.Fatal(err)
 	}
 	files := func(node string) stream.TLSFiles {
