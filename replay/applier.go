@@ -20,6 +20,10 @@ import (
 type Options struct {
 	MaxOpenFiles int          // cached descriptors; default 256 when 0
 	Logger       *slog.Logger // nil = slog.Default()
+	// DeferBarriers leaves what barriers make durable to the next Sync: for
+	// a caller that holds the records durably elsewhere (a replica's spool)
+	// and calls Sync before it lets them go.
+	DeferBarriers bool
 }
 
 // Stats counts records by outcome.
@@ -41,10 +45,11 @@ type Applier struct {
 	// root, because syncfs(2) covers a single filesystem.
 	fs map[uint64]int
 
-	err     error // latched: every later Apply returns it
-	syncErr error // a failed fsync or syncfs: durability is no longer known
-	closed  bool
-	zeroLog bool // the zero-writing fallocate fallback has been logged
+	deferBarriers bool
+	err           error // latched: every later Apply returns it
+	syncErr       error // a failed fsync or syncfs: durability is no longer known
+	closed        bool
+	zeroLog       bool // the zero-writing fallocate fallback has been logged
 
 	applied, nApplied, nSkipped, nBarriers atomic.Uint64
 }
@@ -80,6 +85,8 @@ func Open(root string, opts Options) (*Applier, error) {
 		root:   &fdEntry{fd: dirFD, dir: true},
 		cache:  newFDCache(maxOpen),
 		fs:     make(map[uint64]int),
+
+		deferBarriers: opts.DeferBarriers,
 	}
 	if err := a.noteFS(dirFD); err != nil {
 		a.Close()

@@ -423,6 +423,10 @@ func chmodViaProc(dirfd int, name string, mode uint32) error {
 }
 
 func (a *Applier) barrier(r *journal.Record) (bool, error) {
+	if a.deferBarriers {
+		a.nBarriers.Add(1)
+		return false, nil
+	}
 	if r.Path == "" {
 		if err := a.syncAll(); err != nil {
 			return false, err

@@ -267,10 +267,13 @@ func TestStaleReplica(t *testing.T) {
 			want: all(content("d/kept", "kept"), absent("d/gone"), absent("d/old"), absent("d/outlink")),
 		},
 		{
-			name:  "prune of the root",
-			stale: func(t *testing.T, root, out string) { staleDir("x")(t, root, out); mustWrite(t, filepath.Join(root, "y"), "y") },
-			rec:   journal.Record{Op: journal.OpPrune, Data: []byte("y\x00")},
-			want:  all(content("y", "y"), absent("x")),
+			name: "prune of the root",
+			stale: func(t *testing.T, root, out string) {
+				staleDir("x")(t, root, out)
+				mustWrite(t, filepath.Join(root, "y"), "y")
+			},
+			rec:  journal.Record{Op: journal.OpPrune, Data: []byte("y\x00")},
+			want: all(content("y", "y"), absent("x")),
 		},
 		{
 			name:  "create over a directory",

@@ -390,7 +390,9 @@ func (s *scenario) applyLoop(ctx context.Context, done chan struct{}) {
 }
 
 func (s *scenario) applyFrom(ctx context.Context) error {
-	app, err := replay.Open(s.cfg.Root, replay.Options{Logger: s.log})
+	// Barriers are durable in the spool already; checkpoints sync the root
+	// before the spool lets them go.
+	app, err := replay.Open(s.cfg.Root, replay.Options{Logger: s.log, DeferBarriers: true})
 	if err != nil {
 		return err
 	}

@@ -217,7 +217,11 @@ func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
 	defer s.connected.Store(false)
 
 	if reset != nil {
-		s.log.Info("replica starts over from a full copy", "epoch", reset.Epoch, "from", reset.From)
+		if reset.Keep {
+			s.log.Info("replica keeps its data; a repair follows", "epoch", reset.Epoch, "from", reset.From)
+		} else {
+			s.log.Info("replica starts over from a full copy", "epoch", reset.Epoch, "from", reset.From)
+		}
 		if err := fw2.msg(reset); err != nil {
 			return true, err
 		}
