@@ -143,6 +143,15 @@ func Load(path string) (*File, error) {
 	return &f, nil
 }
 
+// LoadOr loads the file at path if one is named, and otherwise returns
+// flags: the settings given on the command line.
+func LoadOr(path string, flags *File) (*File, error) {
+	if path == "" {
+		return flags, flags.check()
+	}
+	return Load(path)
+}
+
 func (f *File) check() error {
 	seen := map[string]bool{}
 	for i, s := range f.Scenarios {

@@ -68,6 +68,21 @@
 // Integers use msgpack's smallest form. A decoder requires the i-th record's
 // Seq to be first seq + i, Op to be a known operation and the uint32 fields
 // to fit; every field is kept whatever the op, so any Record round-trips.
+// A prune record's Data is the names its directory keeps, each followed by a
+// NUL byte; the replica removes every other entry of that directory.
+//
+// # Records of changes
+//
+// Changes is what a run of records changed without their bytes: per path a
+// Change mask (content, attributes, entry created or moved there, entry
+// gone, directory entries changed) and, for content, up to 64 coalesced byte
+// ranges (more, or none, mean the whole file). A master keeps one instead of
+// records its spool cannot hold, and appends one per batch to its activity
+// record. Encode writes a msgpack map {"v": version 1, "f": everything
+// changed, "p": {path: {"w": mask, "r": [{"o": offset, "l": length or -1
+// for to the end}]}}} with sorted keys; DecodeChanges checks the version,
+// the mask bits and the ranges and wraps ErrCorrupt otherwise. The mask bits
+// and these keys are on-disk format.
 //
 // # Wire format
 //

@@ -57,7 +57,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
-	if err := clear(dst); err != nil {
+	if err := replay.Clear(dst); err != nil {
 		return err
 	}
 	app, err := replay.Open(dst, replay.Options{Logger: log})
@@ -120,20 +120,6 @@ func paths(source, target string) (string, string, error) {
 
 func within(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, dir+string(filepath.Separator))
-}
-
-// clear empties the target: the mirror makes it an exact copy.
-func clear(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("mirror: target %s: %w", dir, err)
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("mirror: clear target: %w", err)
-		}
-	}
-	return nil
 }
 
 // encoder is the capture sink: it turns records into journal batches.

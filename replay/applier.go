@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	pathpkg "path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -175,6 +177,21 @@ func (a *Applier) apply(r *journal.Record) (skipped bool, err error) {
 		return a.prune(r)
 	}
 	return false, nil // bookmark: a marker in the stream, nothing on disk
+}
+
+// Clear empties root: a replica that is rebuilt, or a mirror's target,
+// starts from nothing.
+func Clear(root string) error {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("replay: clear %s: %w", root, err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+			return fmt.Errorf("replay: clear %s: %w", root, err)
+		}
+	}
+	return nil
 }
 
 // Check reports what Apply would refuse in r before touching the disk: an

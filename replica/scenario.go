@@ -210,7 +210,7 @@ func (t *session) Reset(r *stream.Reset) error {
 			"epoch", r.Epoch, "from", r.From, "old_epoch", s.epoch(), "old_applied", s.applied.Load())
 		s.counts.resets.Add(1)
 		s.stopApply()
-		if err := clearDir(s.cfg.Root); err != nil {
+		if err := replay.Clear(s.cfg.Root); err != nil {
 			return err
 		}
 	}
@@ -485,18 +485,4 @@ func (s *scenario) status() monitor.Scenario {
 	st.SpoolBytes = s.spool.Bytes()
 	st.Throughput = s.rate.PerSecond(s.appliedBytes.Load())
 	return st
-}
-
-// clearDir empties dir: a replica being rebuilt starts from nothing.
-func clearDir(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("replica: clear root %s: %w", dir, err)
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("replica: clear root: %w", err)
-		}
-	}
-	return nil
 }

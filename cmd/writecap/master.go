@@ -38,13 +38,7 @@ With --config FILE the scenario file gives every setting instead of flags.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if file != "" {
-				loaded, err := config.Load(file)
-				if err != nil {
-					return err
-				}
-				f = *loaded
-			} else {
+			if file == "" {
 				s.Compress = &compress
 				for _, a := range replicas {
 					s.Replicas = append(s.Replicas, config.Replica{Addr: a, Name: replicaName})
@@ -64,7 +58,11 @@ With --config FILE the scenario file gives every setting instead of flags.`,
 				}
 				f.Scenarios = []config.Scenario{s}
 			}
-			cfgs, err := f.Masters()
+			loaded, err := config.LoadOr(file, &f)
+			if err != nil {
+				return err
+			}
+			cfgs, err := loaded.Masters()
 			if err != nil {
 				return err
 			}

@@ -33,16 +33,12 @@ scenarios (one root per master).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if file != "" {
-				loaded, err := config.Load(file)
-				if err != nil {
-					return err
-				}
-				f = *loaded
-			} else {
-				f.Scenarios = []config.Scenario{s}
+			f.Scenarios = []config.Scenario{s}
+			loaded, err := config.LoadOr(file, &f)
+			if err != nil {
+				return err
 			}
-			cfg, err := f.Replica()
+			cfg, err := loaded.Replica()
 			if err != nil {
 				return err
 			}
