@@ -25,6 +25,8 @@ fuzz:
 	$(GO) test ./journal -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./journal -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./journal -run '^$$' -fuzz '^FuzzSegment$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./journal -run '^$$' -fuzz '^FuzzDecodeChanges$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./master -run '^$$' -fuzz '^FuzzReadActivity$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./capture -run '^$$' -fuzz '^FuzzCheckEvent$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./stream -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME)
 

@@ -112,6 +112,9 @@ type Duration time.Duration
 
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
+	if err == nil && v < 0 {
+		err = errors.New("negative")
+	}
 	if err != nil {
 		return fmt.Errorf("line %d: config: duration %q: %w", n.Line, n.Value, err)
 	}
@@ -153,6 +156,10 @@ func LoadOr(path string, flags *File) (*File, error) {
 }
 
 func (f *File) check() error {
+	if f.Heartbeat < 0 || f.Timeout < 0 {
+		return fmt.Errorf("heartbeat %v, timeout %v: durations cannot be negative: %w",
+			time.Duration(f.Heartbeat), time.Duration(f.Timeout), ErrInvalid)
+	}
 	seen := map[string]bool{}
 	for i, s := range f.Scenarios {
 		if !idPattern.MatchString(s.ID) {
@@ -164,6 +171,9 @@ func (f *File) check() error {
 		seen[s.ID] = true
 		if s.Source != "" && len(s.Replicas) == 0 {
 			return fmt.Errorf("scenario %s: a source needs at least one replica: %w", s.ID, ErrInvalid)
+		}
+		if s.Drain < 0 {
+			return fmt.Errorf("scenario %s: drain_timeout %v cannot be negative: %w", s.ID, time.Duration(s.Drain), ErrInvalid)
 		}
 		for j, r := range s.Replicas {
 			if r.Addr == "" {

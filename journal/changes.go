@@ -93,7 +93,7 @@ func (c *Changes) Add(r *Record) {
 	case OpSetattr:
 		c.mark(r.Path, ChangedAttrs)
 	case OpPrune:
-		c.mark(r.Path, ChangedEntry)
+		c.mark(r.Path, ChangedNames)
 	}
 }
 
@@ -209,42 +209,171 @@ func (c *Changes) Encode() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// DecodeChanges reads what Encode wrote. Errors wrap ErrCorrupt.
+// DecodeChanges reads what Encode wrote. Errors wrap ErrCorrupt. It walks
+// the msgpack by hand: a count is checked against the bytes left before
+// anything is allocated for it.
 func DecodeChanges(b []byte, limit int) (*Changes, error) {
-	var e encodedChanges
-	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&e); err != nil {
-		return nil, corruptf("journal: changes: %v", err)
+	r := bytes.NewReader(b)
+	d := msgpack.NewDecoder(r)
+	fail := func(format string, args ...any) (*Changes, error) {
+		return nil, corruptf("journal: changes at byte %d: %s", len(b)-r.Len(), fmt.Sprintf(format, args...))
 	}
-	if e.Version != changesVersion {
-		return nil, corruptf("journal: changes: version %d, want %d", e.Version, changesVersion)
+	count := func(n int, err error) (int, error) {
+		if n == -1 { // nil
+			n = 0
+		}
+		if err == nil && (n < 0 || n > r.Len()) {
+			err = fmt.Errorf("count %d with %d bytes left", n, r.Len())
+		}
+		return n, err
+	}
+	n, err := count(d.DecodeMapLen())
+	if err != nil {
+		return fail("%v", err)
 	}
 	c := NewChanges(limit)
-	c.full = e.Full
+	version := -1
+	type entry struct {
+		path string
+		pc   PathChange
+	}
+	var entries []entry
+	for range n {
+		key, err := d.DecodeString()
+		if err != nil {
+			return fail("key: %v", err)
+		}
+		switch key {
+		case "v":
+			if version, err = d.DecodeInt(); err != nil {
+				return fail("version: %v", err)
+			}
+		case "f":
+			if c.full, err = d.DecodeBool(); err != nil {
+				return fail("full: %v", err)
+			}
+		case "p":
+			np, err := count(d.DecodeMapLen())
+			if err != nil {
+				return fail("paths: %v", err)
+			}
+			for range np {
+				e, err := decodePathChange(d, count)
+				if err != nil {
+					return fail("%v", err)
+				}
+				entries = append(entries, e)
+			}
+		default:
+			if err := d.Skip(); err != nil {
+				return fail("field %q: %v", key, err)
+			}
+		}
+	}
+	if r.Len() != 0 {
+		return fail("%d bytes after the record", r.Len())
+	}
+	if version != changesVersion {
+		return fail("version %d, want %d", version, changesVersion)
+	}
 	if c.full {
+		c.paths = map[string]*PathChange{}
 		return c, nil
 	}
-	for p, pc := range e.Paths {
-		if p == "" || pc.What == 0 || pc.What&^(ChangedContent|ChangedAttrs|ChangedEntry|ChangedGone|ChangedNames) != 0 {
-			return nil, corruptf("journal: changes: path %q: bad change %#x", p, pc.What)
-		}
-		for _, r := range pc.Ranges {
-			if r.Off < 0 || r.Len < -1 {
-				return nil, corruptf("journal: changes: path %q: bad range %+v", p, r)
+	for _, e := range entries {
+		c.mark(e.path, e.pc.What&^ChangedContent)
+		if e.pc.What&ChangedContent != 0 {
+			if len(e.pc.Ranges) == 0 {
+				c.content(e.path, Range{0, -1})
 			}
-		}
-		if pc.Ranges != nil && pc.What&ChangedContent == 0 {
-			return nil, corruptf("journal: changes: path %q: ranges without a content change", p)
-		}
-		c.mark(p, pc.What&^ChangedContent)
-		if pc.What&ChangedContent != 0 {
-			if pc.Ranges == nil {
-				c.content(p, Range{0, -1})
-			}
-			for _, r := range pc.Ranges {
-				c.content(p, r)
+			for _, rg := range e.pc.Ranges {
+				c.content(e.path, rg)
 			}
 		}
 	}
 	return c, nil
+}
+
+const knownChanges = ChangedContent | ChangedAttrs | ChangedEntry | ChangedGone | ChangedNames
+
+func decodePathChange(d *msgpack.Decoder, count func(int, error) (int, error)) (struct {
+	path string
+	pc   PathChange
+}, error) {
+	var e struct {
+		path string
+		pc   PathChange
+	}
+	var err error
+	if e.path, err = d.DecodeString(); err != nil {
+		return e, fmt.Errorf("path: %w", err)
+	}
+	nf, err := count(d.DecodeMapLen())
+	if err != nil {
+		return e, fmt.Errorf("path %q: %w", e.path, err)
+	}
+	for range nf {
+		key, err := d.DecodeString()
+		if err != nil {
+			return e, fmt.Errorf("path %q: key: %w", e.path, err)
+		}
+		switch key {
+		case "w":
+			w, err := d.DecodeUint64()
+			if err != nil || w == 0 || Change(w)&^knownChanges != 0 || w > 0xff {
+				return e, fmt.Errorf("path %q: bad change %#x (%v)", e.path, w, err)
+			}
+			e.pc.What = Change(w)
+		case "r":
+			nr, err := count(d.DecodeArrayLen())
+			if err != nil || nr > maxRanges {
+				return e, fmt.Errorf("path %q: %d ranges (%v)", e.path, nr, err)
+			}
+			for range nr {
+				rg, err := decodeRange(d)
+				if err != nil || rg.Off < 0 || rg.Len < -1 {
+					return e, fmt.Errorf("path %q: bad range %+v (%v)", e.path, rg, err)
+				}
+				e.pc.Ranges = append(e.pc.Ranges, rg)
+			}
+		default:
+			if err := d.Skip(); err != nil {
+				return e, fmt.Errorf("path %q: field %q: %w", e.path, key, err)
+			}
+		}
+	}
+	if e.pc.What == 0 {
+		return e, fmt.Errorf("path %q: no change", e.path)
+	}
+	if len(e.pc.Ranges) > 0 && e.pc.What&ChangedContent == 0 {
+		return e, fmt.Errorf("path %q: ranges without a content change", e.path)
+	}
+	return e, nil
+}
+
+func decodeRange(d *msgpack.Decoder) (Range, error) {
+	var rg Range
+	n, err := d.DecodeMapLen()
+	if err != nil || n > 2 {
+		return rg, fmt.Errorf("range map of %d: %v", n, err)
+	}
+	for range n {
+		key, err := d.DecodeString()
+		if err != nil {
+			return rg, err
+		}
+		v, err := d.DecodeInt64()
+		if err != nil {
+			return rg, err
+		}
+		switch key {
+		case "o":
+			rg.Off = v
+		case "l":
+			rg.Len = v
+		default:
+			return rg, fmt.Errorf("range key %q", key)
+		}
+	}
+	return rg, nil
 }

@@ -248,3 +248,94 @@ func checkSegment(t *testing.T, dir string, file []byte) {
 		}
 	}
 }
+
+func FuzzDecodeChanges(f *testing.F) {
+	full := journal.NewChanges(1)
+	full.Mark("a", journal.ChangedEntry)
+	full.Mark("b", journal.ChangedEntry)
+	every := changesOf(rng("d/f", 0, 10), rng("d/f", 20, 5), rng("d/f", 100, -1),
+		journal.Record{Op: journal.OpRename, Path: "a", Path2: "b"},
+		journal.Record{Op: journal.OpFallocate, Path: "c", Offset: 1 << 33, Length: 4096})
+	every.Mark("d", journal.ChangedNames|journal.ChangedAttrs)
+	for _, c := range []*journal.Changes{journal.NewChanges(0), full, every, changesOf(rng("f", 0, -1))} {
+		b, err := c.Encode()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := journal.DecodeChanges(b, 0)
+		if err != nil {
+			if !errors.Is(err, journal.ErrCorrupt) || c != nil {
+				t.Fatalf("error %q (wraps ErrCorrupt: %v) with record %v", err, errors.Is(err, journal.ErrCorrupt), c != nil)
+			}
+			return
+		}
+		checkChanges(t, c)
+		again, err := c.Encode()
+		if err != nil {
+			t.Fatalf("re-encoding decoded changes: %v", err)
+		}
+		back, err := journal.DecodeChanges(again, 0)
+		if err != nil {
+			t.Fatalf("decoding re-encoded changes: %v", err)
+		}
+		if back.Full() != c.Full() || !reflect.DeepEqual(wholeAsNil(visit(back)), wholeAsNil(visit(c))) {
+			t.Fatalf("changes differ through re-encoding:\n got %+v (full %v)\nwant %+v (full %v)", visit(back), back.Full(), visit(c), c.Full())
+		}
+		if one, err := journal.DecodeChanges(b, 1); err != nil || one.Len() > 1 || (c.Len() > 1 && !one.Full()) {
+			t.Fatalf("with a limit of one path: %d paths, full %v, %v; without: %d paths", lenOf(one), one != nil && one.Full(), err, c.Len())
+		}
+	})
+}
+
+func lenOf(c *journal.Changes) int {
+	if c == nil {
+		return -1
+	}
+	return c.Len()
+}
+
+// checkChanges fails unless every path of c changed in a known way and its
+// ranges are sorted, disjoint, not touching, valid and at most 64.
+func checkChanges(t *testing.T, c *journal.Changes) {
+	t.Helper()
+	const known = journal.ChangedContent | journal.ChangedAttrs | journal.ChangedEntry | journal.ChangedGone | journal.ChangedNames
+	if c.Full() && c.Len() != 0 {
+		t.Fatalf("full with %d paths", c.Len())
+	}
+	c.Each(func(p string, pc journal.PathChange) {
+		if pc.What == 0 || pc.What&^known != 0 {
+			t.Fatalf("path %q: change %#x", p, pc.What)
+		}
+		if pc.Ranges == nil {
+			return
+		}
+		if pc.What&journal.ChangedContent == 0 || len(pc.Ranges) == 0 || len(pc.Ranges) > 64 {
+			t.Fatalf("path %q: change %#x with %d ranges", p, pc.What, len(pc.Ranges))
+		}
+		for i, r := range pc.Ranges {
+			if r.Off < 0 || r.Len < -1 || (r.Len == -1 && i != len(pc.Ranges)-1) {
+				t.Fatalf("path %q: ranges %+v", p, pc.Ranges)
+			}
+			if i > 0 {
+				prev := pc.Ranges[i-1]
+				if prev.Off+prev.Len >= r.Off || prev.Off+prev.Len < prev.Off {
+					t.Fatalf("path %q: ranges %+v overlap, touch or are out of order", p, pc.Ranges)
+				}
+			}
+		}
+	})
+}
+
+// wholeAsNil writes the one range {0, to the end} as nil: both mean the
+// whole file.
+func wholeAsNil(pcs []pathChange) []pathChange {
+	for i, x := range pcs {
+		if len(x.PC.Ranges) == 1 && x.PC.Ranges[0] == (journal.Range{Off: 0, Len: -1}) {
+			pcs[i].PC.Ranges = nil
+		}
+	}
+	return pcs
+}

@@ -2,6 +2,7 @@ package master
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -37,6 +38,7 @@ type activity struct {
 	changes *journal.Changes // everything appended since the header
 	last    uint64           // last stream seq appended
 	size    int64
+	compact int64 // rewrite past this size
 }
 
 type activityHeader struct {
@@ -139,10 +141,12 @@ func readFrame(r *bufio.Reader) (byte, []byte, int64, error) {
 	if n == 0 || n > maxFrame {
 		return 0, nil, 0, fmt.Errorf("frame length %d", n)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
+	// Grown as bytes arrive: a torn length must not cost what it claims.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
 		return 0, nil, 0, fmt.Errorf("frame body: %w", err)
 	}
+	body := buf.Bytes()
 	if got, want := crc32.Checksum(body, castagnoli), binary.LittleEndian.Uint32(h[4:]); got != want {
 		return 0, nil, 0, fmt.Errorf("frame crc %#x, stored %#x", got, want)
 	}
@@ -201,6 +205,9 @@ func (a *activity) rewrite() error {
 		a.f.Close()
 	}
 	a.f, a.w, a.size = f, bufio.NewWriter(f), size
+	// A record that is large once compacted would otherwise be rewritten on
+	// every append.
+	a.compact = max(maxActivity, 2*size)
 	return nil
 }
 
@@ -229,7 +236,7 @@ func (a *activity) append(epoch, last uint64, recs []journal.Record) error {
 	}
 	a.changes.Merge(ch)
 	a.last, a.size = last, a.size+n
-	if a.size > maxActivity {
+	if a.size > a.compact {
 		return a.rewrite()
 	}
 	return nil

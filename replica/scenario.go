@@ -267,9 +267,9 @@ func (t *session) Receive(b []byte) error {
 		if b, err = s.enc.AppendBatch(nil, recs[held+1-first:]); err != nil {
 			return err
 		}
-	} else {
-		b = append([]byte(nil), b...) // the frame buffer is reused
 	}
+	// The spool keeps no reference to b: with no memory tier every batch
+	// is written to a segment before Append returns.
 	if err := s.spool.Append(b); err != nil {
 		s.setError(err)
 		return fmt.Errorf("replica: store batch #%d-#%d: %w", first, last, err)
