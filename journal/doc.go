@@ -36,7 +36,9 @@
 //
 // Flag bit 0 says the payload is one lz4 block (the block format, not the
 // lz4 frame format). An Encoder with Compress set still stores a batch
-// uncompressed when lz4 would not make it smaller. Other flag bits and the
+// uncompressed when lz4 would not make it smaller, and after a large batch
+// that lz4 shrinks by less than an eighth it stores the next few as they are
+// without trying. Other flag bits and the
 // reserved field must be zero. Without compression the uncompressed length
 // equals the payload length. Both lengths are at most MaxPayload and the
 // record count is 1 to MaxRecords. Before allocating for them, a decoder also

@@ -17,6 +17,13 @@ const (
 	minRecordSize = 1 + fieldCount // array header and one byte per field
 )
 
+// A batch of at least minSkipBatch bytes that lz4 shrinks by less than an
+// eighth makes the Encoder store the next skipAfterMiss batches as they are.
+const (
+	minSkipBatch  = 64 << 10
+	skipAfterMiss = 8
+)
+
 // EncoderOptions configures an Encoder.
 type EncoderOptions struct {
 	// Compress lz4-compresses each batch's payload, except when that would
@@ -27,7 +34,8 @@ type EncoderOptions struct {
 // An Encoder turns records into batches. It keeps its buffers between
 // batches, so it is not safe for concurrent use.
 type Encoder struct {
-	lz  *lz4.Compressor // nil when not compressing
+	lz   *lz4.Compressor // nil when not compressing
+	skip int             // batches to store without trying lz4: recent ones did not compress
 	raw bytes.Buffer    // the batch's msgpack payload before compression
 	mp  *msgpack.Encoder
 }
@@ -67,7 +75,11 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record) ([]byte, error) {
 	body := start + HeaderSize
 	bound := lz4.CompressBlockBound(len(raw)) // >= len(raw), so also room for it uncompressed
 	dst = slices.Grow(dst, HeaderSize+bound)[:body]
-	if e.lz != nil {
+	switch {
+	case e.lz == nil:
+	case e.skip > 0:
+		e.skip--
+	default:
 		// Given bound bytes, the compressor always finishes.
 		n, err := e.lz.CompressBlock(raw, dst[body:body+bound])
 		if err != nil {
@@ -76,6 +88,11 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record) ([]byte, error) {
 		if n > 0 && n < len(raw) {
 			h.flags = flagLZ4
 			dst = dst[:body+n]
+		}
+		// Data that does not compress (media, encrypted or compressed
+		// files) costs lz4's time for nothing: try again later.
+		if len(raw) >= minSkipBatch && (n == 0 || n > len(raw)-len(raw)/8) {
+			e.skip = skipAfterMiss
 		}
 	}
 	if h.flags&flagLZ4 == 0 {

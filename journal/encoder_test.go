@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -167,5 +168,33 @@ func TestEncoderSteadyStateAllocs(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("compress=%v: %v allocations per batch, want 0", compress, allocs)
 		}
+	}
+}
+
+// TestEncoderSkipsIncompressible: after a large batch lz4 cannot shrink, the
+// next few are stored as they are without trying; then it tries again.
+func TestEncoderSkipsIncompressible(t *testing.T) {
+	noise := make([]byte, 256<<10)
+	rand.NewChaCha8([32]byte{7}).Read(noise)
+	text := bytes.Repeat([]byte("compressible text "), 16<<10)
+	enc := journal.NewEncoder(journal.EncoderOptions{Compress: true})
+	compressed := func(seq uint64, data []byte) bool {
+		t.Helper()
+		b, err := enc.AppendBatch(nil, []journal.Record{{Seq: seq, Op: journal.OpWrite, Path: "f", Data: data}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b[5]&1 != 0 // the flags byte: lz4
+	}
+	if compressed(1, noise) {
+		t.Fatal("noise compressed")
+	}
+	var got []bool
+	for i := range 10 {
+		got = append(got, compressed(uint64(2+i), text))
+	}
+	want := []bool{false, false, false, false, false, false, false, false, true, true}
+	if !slices.Equal(got, want) {
+		t.Errorf("compressible batches after an incompressible one: compressed %v, want %v", got, want)
 	}
 }
