@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -101,14 +102,15 @@ func (s *Receiver) serveConn(ctx context.Context, raw net.Conn) error {
 	stop := context.AfterFunc(sctx, func() { raw.Close() })
 	defer stop()
 
-	conn := tls.Server(raw, s.cfg.TLS)
+	tc := tls.Server(raw, s.cfg.TLS)
 	raw.SetDeadline(time.Now().Add(s.cfg.Timeout))
-	if err := conn.HandshakeContext(sctx); err != nil {
+	if err := tc.HandshakeContext(sctx); err != nil {
 		return fmt.Errorf("stream: refused before any data: %w", err)
 	}
-	peer := PeerName(conn.ConnectionState())
+	peer := PeerName(tc.ConnectionState())
+	conn := &progressConn{Conn: tc, timeout: s.cfg.Timeout}
 	fr := NewFrameReader(conn)
-	fw := &lockedWriter{fw: NewFrameWriter(conn), conn: conn, timeout: s.cfg.Timeout}
+	fw := &lockedWriter{fw: NewFrameWriter(conn)}
 
 	m, err := readMsg(fr)
 	if err != nil {
@@ -134,35 +136,45 @@ func (s *Receiver) serveConn(ctx context.Context, raw net.Conn) error {
 		return fmt.Errorf("stream: refused master %s scenario %q: %w", peer, hello.Scenario, err)
 	}
 	welcome.Version = Version
-	err = s.session(sctx, conn, fr, fw, tgt, welcome)
+	err = s.session(sctx, tc, fr, fw, tgt, welcome)
 	tgt.End(err)
 	return err
 }
 
-func (s *Receiver) session(ctx context.Context, conn net.Conn, fr *FrameReader, fw *lockedWriter, tgt Target, welcome *Welcome) error {
+func (s *Receiver) session(ctx context.Context, tc *tls.Conn, fr *FrameReader, fw *lockedWriter, tgt Target, welcome *Welcome) error {
 	if err := fw.msg(welcome); err != nil {
 		return err
 	}
-	conn.SetDeadline(time.Time{})
-	errc := make(chan error, 2)
+	type result struct {
+		read bool
+		err  error
+	}
+	errc := make(chan result, 2)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { errc <- s.ackLoop(ctx, fw, tgt) }()
-	go func() { errc <- s.readLoop(conn, fr, tgt) }()
-	err := <-errc
+	go func() { errc <- result{false, s.ackLoop(ctx, fw, tgt)} }()
+	go func() { errc <- result{true, s.readLoop(fr, tgt)} }()
+	first := <-errc
+	err := first.err
 	if !errors.Is(err, ErrClosedByPeer) && ctx.Err() == nil {
-		// Tell the master why, so its log says it too.
+		// Tell the master why, so its log says it too, and let it read
+		// that before the connection goes: closing with its frames unread
+		// would reset the connection under the Close.
 		fw.msg(&Close{Reason: err.Error()})
+		if first.read {
+			tc.CloseWrite()
+			tc.SetReadDeadline(time.Now().Add(time.Second))
+			io.Copy(io.Discard, tc)
+		}
 	}
 	cancel()
-	conn.Close()
+	tc.Close()
 	<-errc
 	return err
 }
 
-func (s *Receiver) readLoop(conn net.Conn, fr *FrameReader, tgt Target) error {
+func (s *Receiver) readLoop(fr *FrameReader, tgt Target) error {
 	for {
-		conn.SetReadDeadline(time.Now().Add(s.cfg.Timeout))
 		t, body, err := fr.ReadFrame()
 		if err != nil {
 			return err

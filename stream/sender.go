@@ -79,7 +79,7 @@ func (c *SenderConfig) fill() {
 type SenderStats struct {
 	Connected  bool
 	Sessions   uint64 // handshakes completed
-	Reconnects uint64 // sessions that ended other than by Stop
+	Reconnects uint64 // sessions that ended, or could not start, other than by ctx
 	Sent       uint64 // last seq sent in the current or last session
 	SentBytes  uint64 // batch bytes sent, all sessions
 	Ack        Ack    // the replica's last acknowledgement
@@ -159,32 +159,34 @@ func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("stream: dial %s: %w", s.cfg.Addr, err)
 	}
-	conn := raw.(*tls.Conn)
-	defer conn.Close()
+	tc := raw.(*tls.Conn)
+	defer tc.Close()
+	conn := &progressConn{Conn: tc, timeout: s.cfg.Timeout}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var w io.Writer = conn
-	if s.cfg.Limit != nil {
-		// Not sctx: the Close frame of a stopping master goes through too.
-		lctx, lcancel := context.WithCancel(context.Background())
-		defer lcancel()
-		w = &limitedWriter{ctx: lctx, w: conn, l: s.cfg.Limit}
+	lctx, lcancel := context.WithCancel(context.Background())
+	defer lcancel()
+	if l := s.cfg.Limit; l != nil && l.Limit() != rate.Inf {
+		w = &limitedWriter{ctx: lctx, w: conn, l: l}
 	}
-	fw := NewFrameWriter(w)
+	fw := &lockedWriter{fw: NewFrameWriter(w)}
 	fr := NewFrameReader(conn)
-	fw2 := &lockedWriter{fw: fw, conn: conn, timeout: s.cfg.Timeout}
-	// Closing the connection is what unblocks reads and writes on ctx end;
-	// a stopping master says why first.
+	// Closing the connection is what unblocks reads and writes on ctx end.
+	// A stopping master says why first, straight past the limiter, unless
+	// a frame is half written.
 	stop := context.AfterFunc(sctx, func() {
-		if ctx.Err() != nil {
-			fw2.msg(&Close{Reason: "master stopping"})
+		if ctx.Err() != nil && fw.mu.TryLock() {
+			tc.SetWriteDeadline(time.Now().Add(time.Second))
+			NewFrameWriter(tc).WriteMsg(&Close{Reason: "master stopping"})
+			fw.mu.Unlock()
 		}
-		conn.Close()
+		lcancel()
+		tc.Close()
 	})
 	defer stop()
 
-	conn.SetDeadline(time.Now().Add(s.cfg.Timeout))
-	if err := fw2.msg(&s.cfg.Hello); err != nil {
+	if err := fw.msg(&s.cfg.Hello); err != nil {
 		return false, fmt.Errorf("stream: hello to %s: %w", s.cfg.Addr, err)
 	}
 	m, err := readMsg(fr)
@@ -199,11 +201,10 @@ func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
 		return false, fmt.Errorf("stream: replica %s answered version %d scenario %q, want version %d scenario %q",
 			s.cfg.Addr, welcome.Version, welcome.Scenario, Version, s.cfg.Hello.Scenario)
 	}
-	conn.SetDeadline(time.Time{})
-	s.log.Info("replica connected", "identity", PeerName(conn.ConnectionState()), "epoch", welcome.Epoch,
+	s.log.Info("replica connected", "identity", PeerName(tc.ConnectionState()), "epoch", welcome.Epoch,
 		"durable", welcome.Durable, "applied", welcome.Applied)
 
-	cur, reset, err := s.cfg.Feed.Start(sctx, welcome)
+	cur, reset, err := s.start(sctx, fw, welcome)
 	if err != nil {
 		return true, err
 	}
@@ -222,26 +223,66 @@ func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
 		} else {
 			s.log.Info("replica starts over from a full copy", "epoch", reset.Epoch, "from", reset.From)
 		}
-		if err := fw2.msg(reset); err != nil {
+		if err := fw.msg(reset); err != nil {
 			return true, err
 		}
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- s.readLoop(conn, fr) }()
-	go func() { errc <- s.writeLoop(sctx, fw2, cur) }()
-	err = <-errc
-	cancel() // closes the connection, after a Close frame if stopping
-	<-errc
+	type result struct {
+		write bool
+		err   error
+	}
+	errc := make(chan result, 2)
+	go func() { errc <- result{false, s.readLoop(fr)} }()
+	go func() { errc <- result{true, s.writeLoop(sctx, fw, cur)} }()
+	first := <-errc
+	err = first.err
+	if first.write && ctx.Err() == nil {
+		// A replica that hangs up sends Close first: let the reader find
+		// it, for its reason is the one worth reporting.
+		tc.SetReadDeadline(time.Now().Add(time.Second))
+		if second := <-errc; errors.Is(second.err, ErrClosedByPeer) {
+			err = second.err
+		}
+		cancel()
+	} else {
+		cancel() // closes the connection, after a Close frame if stopping
+		<-errc
+	}
 	if ctx.Err() != nil {
 		return true, ctx.Err()
 	}
 	return true, err
 }
 
+// start asks the Feed where the session starts, sending heartbeats while
+// it waits (it may wait for a full copy to begin).
+func (s *Sender) start(ctx context.Context, fw *lockedWriter, w *Welcome) (Cursor, *Reset, error) {
+	done := make(chan struct{})
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		t := time.NewTicker(s.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if fw.heartbeat() != nil {
+					return
+				}
+			}
+		}
+	}()
+	cur, reset, err := s.cfg.Feed.Start(ctx, w)
+	close(done)
+	<-beating
+	return cur, reset, err
+}
+
 // readLoop takes the replica's acknowledgements.
-func (s *Sender) readLoop(conn net.Conn, fr *FrameReader) error {
+func (s *Sender) readLoop(fr *FrameReader) error {
 	for {
-		conn.SetReadDeadline(time.Now().Add(s.cfg.Timeout))
 		m, err := readMsg(fr)
 		if err != nil {
 			return fmt.Errorf("stream: from replica %s: %w", s.cfg.Addr, err)
@@ -321,19 +362,15 @@ func (s *Sender) writeLoop(ctx context.Context, fw *lockedWriter, cur Cursor) er
 	}
 }
 
-// lockedWriter serialises frames from the goroutines of one side and bounds
-// each write by the timeout.
+// lockedWriter serialises frames from the goroutines of one side.
 type lockedWriter struct {
-	mu      sync.Mutex
-	fw      *FrameWriter
-	conn    net.Conn
-	timeout time.Duration
+	mu sync.Mutex
+	fw *FrameWriter
 }
 
 func (l *lockedWriter) frame(t FrameType, body []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.conn.SetWriteDeadline(time.Now().Add(l.timeout))
 	if err := l.fw.WriteFrame(t, body); err != nil {
 		return fmt.Errorf("stream: send %s: %w", t, err)
 	}
@@ -343,7 +380,6 @@ func (l *lockedWriter) frame(t FrameType, body []byte) error {
 func (l *lockedWriter) msg(m Message) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.conn.SetWriteDeadline(time.Now().Add(l.timeout))
 	if err := l.fw.WriteMsg(m); err != nil {
 		return fmt.Errorf("stream: send %s: %w", m.Type(), err)
 	}
@@ -378,6 +414,36 @@ func unexpected(m Message, want string) error {
 	return fmt.Errorf("stream: unexpected %s frame, want %s: %w", m.Type(), want, ErrCorrupt)
 }
 
+// progressConn bounds each read and write by the timeout, in pieces small
+// enough that a slow (or paced) link still moves within it: the timeout
+// means no progress for that long, not a frame that takes longer.
+type progressConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+const progressPiece = 256 << 10
+
+func (c *progressConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(p)
+}
+
+func (c *progressConn) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), progressPiece)
+		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		m, err := c.Conn.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
 // limitedWriter paces writes with a token bucket, in pieces no larger than
 // its burst.
 type limitedWriter struct {
@@ -389,7 +455,8 @@ type limitedWriter struct {
 func (lw *limitedWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
-		k := min(len(p), lw.l.Burst())
+		// A burst of 0 makes WaitN fail rather than spin.
+		k := min(len(p), max(lw.l.Burst(), 1))
 		if err := lw.l.WaitN(lw.ctx, k); err != nil {
 			return n, err
 		}
