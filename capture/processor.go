@@ -63,6 +63,9 @@ type processor struct {
 	resumeSince int64
 	resumed     *journal.Changes
 	resumeDirs  map[uint64]string
+	// distrust, during a repair, holds the files whose bytes it sends: the
+	// replica's copy of anything it links a name to is not trusted.
+	distrust map[*node]bool
 }
 
 type lossID struct {

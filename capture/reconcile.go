@@ -199,6 +199,12 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 			if from, ok := p.linkSource(known, st.Ino); ok {
 				p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
 				p.t.attach(dn, name, known)
+				if p.distrust != nil && !p.distrust[known] {
+					// A repair links to what the replica has, whose bytes
+					// it does not trust: send them after the names.
+					p.distrust[known] = true
+					p.walkDirty = append(p.walkDirty, known)
+				}
 				return nil
 			}
 			p.staleIno(known)
@@ -209,6 +215,9 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		p.t.attach(dn, name, n)
 		p.walkFirst[n] = rel
 		p.walkDirty = append(p.walkDirty, n)
+		if p.distrust != nil {
+			p.distrust[n] = true
+		}
 	case unix.S_IFLNK:
 		target, err := os.Readlink(p.abs(rel))
 		if err != nil {

@@ -55,6 +55,8 @@ func (p *processor) repairChanges() error {
 // longer has it, sent whole where it was created, replaced or moved there,
 // and its attributes and changed bytes otherwise.
 func (p *processor) resendChanges(ch *journal.Changes) error {
+	p.distrust = map[*node]bool{}
+	defer func() { p.distrust = nil }()
 	var (
 		covered = map[string]bool{} // sent whole or removed, with everything beneath
 		ranges  []func()
@@ -87,11 +89,6 @@ func (p *processor) resendChanges(ch *journal.Changes) error {
 			p.t.detach(parent, name)
 			err = p.importEntry(parent, name, rel, &st)
 			covered[rel] = true
-			if nn := parent.children[name]; nn != nil && !nn.dir && !nn.symlink && p.walkFirst[nn] != rel {
-				// Linked to a name the replica has, whose bytes may be
-				// stale there: send them all.
-				ranges = append(ranges, p.contentRepair(nn, journal.PathChange{What: journal.ChangedContent}))
-			}
 		default:
 			if n.symlink {
 				p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})

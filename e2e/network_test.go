@@ -414,7 +414,10 @@ scenarios:
 		"--state", mstate2, "--metrics", mmetric2}, tlsArgs(p.certs, "master2")...)...)
 	d1 := p.workload(16, 800)
 	q := *p
-	q.src = src2
+	q.src, q.outside = src2, filepath.Join(base, "outside2")
+	if err := os.Mkdir(q.outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	d2 := q.workload(17, 800)
 	if err := errors.Join(<-d1, <-d2); err != nil {
 		t.Fatal(err)

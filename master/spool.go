@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -99,8 +100,12 @@ func (q *queue) Write(recs []journal.Record) error {
 		q.drop(recs)
 		return nil
 	}
+	trace := q.m.log.Enabled(context.Background(), slog.LevelDebug)
 	for i := range recs {
 		recs[i].Seq -= q.shift
+		if trace {
+			q.m.log.Debug("record", "record", recs[i].String())
+		}
 	}
 	last := recs[len(recs)-1].Seq
 	// What a batch changes is on record before any replica can see it.
