@@ -36,8 +36,8 @@ type EncoderOptions struct {
 type Encoder struct {
 	lz   *lz4.Compressor // nil when not compressing
 	skip int             // batches to store without trying lz4: recent ones did not compress
-	raw bytes.Buffer    // the batch's msgpack payload before compression
-	mp  *msgpack.Encoder
+	raw  bytes.Buffer    // the batch's msgpack payload before compression
+	mp   *msgpack.Encoder
 }
 
 // NewEncoder returns an Encoder configured by opts.
