@@ -236,7 +236,7 @@ func (m *Master) repairBeforeStop() {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	m.log.Warn("stopping with changes the spool could not keep and no replica to repair; replicas are rebuilt by the next master")
+	m.log.Warn("stopping with changes the spool could not keep and no replica to repair; the activity record keeps them for the next master")
 }
 
 func (m *Master) anyConnected() bool {
