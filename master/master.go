@@ -215,8 +215,9 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // repairBeforeStop sends the repair of changes the spool could not keep
-// while capture still runs: after it stops they would be lost with this
-// master, and the replicas rebuilt by the next.
+// while capture still runs, so that a clean stop leaves the replicas
+// complete; without a replica the activity record keeps them for the next
+// master.
 func (m *Master) repairBeforeStop() {
 	deadline := time.Now().Add(m.cfg.DrainTimeout)
 	for time.Now().Before(deadline) {
