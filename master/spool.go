@@ -283,6 +283,11 @@ func (q *queue) start(ctx context.Context, epoch, durable uint64) (uint64, start
 // record keeps them, and starts over if every replica has everything.
 func (q *queue) DirsAt(_ uint64, dirs map[uint64]string) {
 	durable, caughtUp := q.m.durableAll()
+	q.mu.Lock()
+	// Changes the spool could not keep are only in the record until their
+	// repair is sent.
+	caughtUp = caughtUp && q.changes == nil
+	q.mu.Unlock()
 	if err := q.m.al.restart(q.m.epoch, durable, caughtUp, dirs); err != nil {
 		q.m.log.Error("activity record", "err", err)
 	}
