@@ -80,6 +80,12 @@ func openScenario(sc Scenario, name string, log *slog.Logger) (*scenario, error)
 		return nil, err
 	}
 	log = log.With("scenario", sc.ID)
+	if st.settle(sc.Root) {
+		log.Info("a name exchange was applied before the crash; not applying it again", "seq", st.Applied)
+		if err := st.save(sc.State); err != nil {
+			return nil, err
+		}
+	}
 	sp, err := journal.OpenSpool(journal.SpoolOptions{
 		Dir: filepath.Join(sc.State, "spool"), MinFree: sc.MinFree, MaxBytes: sc.SpoolMax, Logger: log,
 	})
@@ -427,6 +433,11 @@ func (s *scenario) applyFrom(ctx context.Context) error {
 			if recs[i].Seq <= s.applied.Load() {
 				continue
 			}
+			if r := &recs[i]; r.Op == journal.OpRename && r.Flags&unix.RENAME_EXCHANGE != 0 {
+				if err := s.beforeExchange(app, r); err != nil {
+					return err
+				}
+			}
 			if err := app.Apply(&recs[i]); err != nil {
 				return err
 			}
@@ -468,6 +479,28 @@ func (s *scenario) checkpoint(app *replay.Applier) error {
 	}
 	s.st = st
 	return s.spool.Release(applied)
+}
+
+// beforeExchange makes everything before r durable and records what r's
+// first name will hold once r is applied, so that a crash never applies the
+// swap twice (see state.settle).
+func (s *scenario) beforeExchange(app *replay.Applier, r *journal.Record) error {
+	if err := s.checkpoint(app); err != nil {
+		return err
+	}
+	var fi unix.Stat_t
+	if unix.Lstat(filepath.Join(s.cfg.Root, r.Path2), &fi) != nil {
+		fi.Ino = 0 // nothing to swap with: applying again is harmless
+	}
+	s.stMu.Lock()
+	defer s.stMu.Unlock()
+	st := s.st
+	st.Exchange = &exchange{Seq: r.Seq, Path: r.Path, Ino: fi.Ino}
+	if err := st.save(s.cfg.State); err != nil {
+		return err
+	}
+	s.st = st
+	return nil
 }
 
 func (s *scenario) epoch() uint64 {

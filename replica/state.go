@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // state is what a replica must remember across a crash besides its spool:
@@ -13,6 +15,33 @@ import (
 type state struct {
 	Epoch   uint64 `json:"epoch"`   // the master incarnation the data comes from
 	Applied uint64 `json:"applied"` // every record up to this one is on disk in the root
+	// Exchange is set before a rename that swaps two names: applying one
+	// twice swaps them back, so after a crash the replica must tell
+	// whether it happened.
+	Exchange *exchange `json:"exchange,omitempty"`
+}
+
+// exchange is the swap of Path and another name at Seq; Ino is the inode
+// number the other name held before it, which Path holds after.
+type exchange struct {
+	Seq  uint64 `json:"seq"`
+	Path string `json:"path"`
+	Ino  uint64 `json:"ino"`
+}
+
+// settle counts an exchange that happened before a crash as applied, so that
+// it is not applied again.
+func (st *state) settle(root string) bool {
+	x := st.Exchange
+	if x == nil || st.Applied != x.Seq-1 || x.Ino == 0 {
+		return false
+	}
+	var fi unix.Stat_t
+	if unix.Lstat(filepath.Join(root, x.Path), &fi) != nil || fi.Ino != x.Ino {
+		return false
+	}
+	st.Applied = x.Seq
+	return true
 }
 
 const stateFile = "state.json"
