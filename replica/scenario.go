@@ -472,13 +472,21 @@ func (s *scenario) checkpoint(app *replay.Applier) error {
 	if err := app.Sync(); err != nil {
 		return err
 	}
+	if err := s.update(func(st *state) { st.Applied = applied }); err != nil {
+		return err
+	}
+	return s.spool.Release(applied)
+}
+
+// update changes the state durably, then in memory; stMu must be held.
+func (s *scenario) update(fn func(*state)) error {
 	st := s.st
-	st.Applied = applied
+	fn(&st)
 	if err := st.save(s.cfg.State); err != nil {
 		return err
 	}
 	s.st = st
-	return s.spool.Release(applied)
+	return nil
 }
 
 // beforeExchange makes everything before r durable and records what r's
@@ -494,13 +502,7 @@ func (s *scenario) beforeExchange(app *replay.Applier, r *journal.Record) error 
 	}
 	s.stMu.Lock()
 	defer s.stMu.Unlock()
-	st := s.st
-	st.Exchange = &exchange{Seq: r.Seq, Path: r.Path, Ino: fi.Ino}
-	if err := st.save(s.cfg.State); err != nil {
-		return err
-	}
-	s.st = st
-	return nil
+	return s.update(func(st *state) { st.Exchange = &exchange{Seq: r.Seq, Path: r.Path, Ino: fi.Ino} })
 }
 
 func (s *scenario) epoch() uint64 {
