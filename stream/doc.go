@@ -58,10 +58,13 @@
 // it is sent whole; the replica keeps only what it lacks). Otherwise it
 // sends Reset{Epoch, From}: the replica throws its data away and the batches
 // from From on, a full copy of the tree followed by the changes since,
-// rebuild it. The master keeps at most a window of bytes sent and not yet
+// rebuild it. With Keep set the replica keeps its data and the batches
+// from From on repair it (a master restarted from its activity record).
+// The master stops sending once a window of bytes is sent and not yet
 // acknowledged as received, so a slow replica holds back the sender rather
-// than the master's memory; a side that hears nothing for a timeout hangs
-// up, and the master reconnects with exponential backoff. The replica sends Ack
+// than the master's memory; a side whose connection makes no progress for a
+// timeout hangs up, and the master reconnects with exponential backoff. The
+// replica sends Ack
 // frames as its received, applied and durable seqs advance. Both sides send
 // Heartbeat frames when they have had nothing else to send for a while.
 // Either side may send Close, with its reason, before it hangs up.
