@@ -177,7 +177,6 @@ func (p *processor) resume(r *Resume) error {
 	if r.Changes != nil {
 		p.resumed.Merge(r.Changes)
 	}
-	p.rebuildAt()
 	p.log.Info("resuming replicas of an earlier capture: repairing what may have changed since",
 		"recorded", func() int {
 			if r.Changes == nil {

@@ -68,6 +68,7 @@ type Scenario struct {
 	RingSize  Size      `yaml:"ring_size"`
 	MaxData   Size      `yaml:"max_data"`
 	Drain     Duration  `yaml:"drain_timeout"`
+	Slack     Duration  `yaml:"resume_slack"`
 	// replica side
 	Root   string `yaml:"root"`
 	Master string `yaml:"master"` // the master identity it takes; "" any of the CA
@@ -172,8 +173,9 @@ func (f *File) check() error {
 		if s.Source != "" && len(s.Replicas) == 0 {
 			return fmt.Errorf("scenario %s: a source needs at least one replica: %w", s.ID, ErrInvalid)
 		}
-		if s.Drain < 0 {
-			return fmt.Errorf("scenario %s: drain_timeout %v cannot be negative: %w", s.ID, time.Duration(s.Drain), ErrInvalid)
+		if s.Drain < 0 || s.Slack < 0 {
+			return fmt.Errorf("scenario %s: drain_timeout %v, resume_slack %v: durations cannot be negative: %w",
+				s.ID, time.Duration(s.Drain), time.Duration(s.Slack), ErrInvalid)
 		}
 		for j, r := range s.Replicas {
 			if r.Addr == "" {

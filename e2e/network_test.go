@@ -476,3 +476,42 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestMasterRestartNewReplica: a master restarted from its activity record
+// repairs the replica it had, and gives a replica it never had a full copy,
+// not the repair (which only holds what changed).
+func TestMasterRestartNewReplica(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	r1 := p.replica()
+	m := p.master()
+	if err := <-p.workload(18, 300); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	p2 := *p
+	p2.dst, p2.rstate, p2.listen, p2.rmetric = p.dst+"2", p.rstate+"2", freeAddr(t), freeAddr(t)
+	r2 := p2.replica()
+	// The first master stopped cleanly, so nothing was in flight: with
+	// little slack the repair holds only what changed since, and a new
+	// replica fed from it would miss the rest.
+	args := append([]string{"master", "--source", p.src, "--replica", p.listen, "--replica", p2.listen,
+		"--replica-name", "replica", "--state", p.mstate, "--metrics", p.mmetric, "--resume-slack", "1ms"},
+		tlsArgs(p.certs, "master")...)
+	m = startAgent(t, args...)
+	waitFor(t, p.mmetric, "both replicas to connect", func(r *monitor.Report) bool {
+		ps := r.Scenarios[0].Peers
+		return len(ps) == 2 && ps[0].Connected && ps[1].Connected
+	})
+	m.stop(t)
+	if got := metric(t, p.rmetric, "writecap_replica_repairs_total"); got != 1 {
+		t.Errorf("the old replica was repaired %v times by the new master, want 1", got)
+	}
+	if got := metric(t, p2.rmetric, "writecap_replica_resets_total"); got != 1 {
+		t.Errorf("the new replica got %v full copies, want 1", got)
+	}
+	r1.stop(t)
+	r2.stop(t)
+	p.compare()
+	treecmp.AssertEqual(t, p.src, p2.dst, treecmp.Options{Owners: true})
+}

@@ -49,11 +49,16 @@ type Config struct {
 	// DrainTimeout bounds how long a stopping master waits for replicas to
 	// apply everything captured (default 1 minute).
 	DrainTimeout time.Duration
-	Stream       stream.SenderConfig // timeouts and window; Addr, TLS, Hello and Feed are filled in
-	Capture      capture.Config      // Root is taken from Source
-	Metrics      string              // /metrics and /status address; "" none
-	Logger       *slog.Logger
-	Ready        func() // capture is attached
+	// ResumeSlack reaches back before an earlier master's last recorded
+	// change when looking for what changed without capture (default 30 s):
+	// changes it had not yet read from the kernel when it died are older
+	// than its last record.
+	ResumeSlack time.Duration
+	Stream      stream.SenderConfig // timeouts and window; Addr, TLS, Hello and Feed are filled in
+	Capture     capture.Config      // Root is taken from Source
+	Metrics     string              // /metrics and /status address; "" none
+	Logger      *slog.Logger
+	Ready       func() // capture is attached
 }
 
 // Master is a running master agent.
@@ -69,11 +74,6 @@ type Master struct {
 	prior  map[uint64]uint64 // earlier epochs this master can repair: durable seq needed
 	snapAt atomic.Int64      // when directories were last asked for (ns)
 }
-
-// resumeSlack reaches back before an earlier master's last recorded change
-// when looking for what changed without capture: changes it had not yet
-// read from the kernel when it died are older than its last record.
-const resumeSlack = 30 * time.Second
 
 // RunAll runs a master per scenario and calls ready once all capture.
 func RunAll(ctx context.Context, cfgs []Config, ready func()) error {
@@ -117,6 +117,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = time.Minute
 	}
+	if cfg.ResumeSlack == 0 {
+		cfg.ResumeSlack = 30 * time.Second
+	}
 	if len(cfg.Replicas) == 0 {
 		return errors.New("master: no replica to stream to")
 	}
@@ -149,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if prior != nil {
 		m.prior = prior.resumable
-		cc.Resume = &capture.Resume{Changes: prior.changes, Since: prior.last.Add(-resumeSlack), Dirs: prior.dirs}
+		cc.Resume = &capture.Resume{Changes: prior.changes, Since: prior.last.Add(-cfg.ResumeSlack), Dirs: prior.dirs}
 		m.log.Info("found an earlier master's activity record: its replicas are repaired, not rebuilt",
 			"epochs", len(prior.resumable), "paths", prior.changes.Len(), "last_recorded", prior.last)
 	}
@@ -194,15 +197,23 @@ func Run(ctx context.Context, cfg Config) error {
 	m.log.Info("master capturing", "source", m.source.Root(), "epoch", m.epoch, "replicas", len(m.feeds))
 	capCtx, stopCapture := context.WithCancel(context.Background())
 	defer stopCapture()
+	// Stopping takes at most DrainTimeout: the repair of changes the spool
+	// could not keep, then the drain, share it.
+	var stopBy time.Time
+	stopping := make(chan struct{})
 	go func() {
 		<-ctx.Done()
-		m.repairBeforeStop()
+		stopBy = time.Now().Add(m.cfg.DrainTimeout)
+		close(stopping)
+		m.repairBeforeStop(stopBy)
 		stopCapture()
 	}()
 	m.source.SnapshotDirs()
 	capErr := m.source.Run(capCtx, m.q)
 	if capErr == nil {
-		m.drain()
+		<-stopping
+		m.drain(stopBy)
+		m.settleActivity()
 	}
 	stopSend()
 	wg.Wait()
@@ -218,11 +229,14 @@ func Run(ctx context.Context, cfg Config) error {
 // while capture still runs, so that a clean stop leaves the replicas
 // complete; without a replica the activity record keeps them for the next
 // master.
-func (m *Master) repairBeforeStop() {
-	deadline := time.Now().Add(m.cfg.DrainTimeout)
+func (m *Master) repairBeforeStop(deadline time.Time) {
 	for time.Now().Before(deadline) {
 		m.q.mu.Lock()
 		pending := m.q.changes != nil
+		if pending && !m.anyConnected() && !m.anySession() {
+			m.q.mu.Unlock()
+			break
+		}
 		if pending && !m.q.repairing && m.anyConnected() {
 			m.q.repairing = true
 			m.source.Repair()
@@ -240,6 +254,17 @@ func (m *Master) repairBeforeStop() {
 	m.log.Warn("stopping with changes the spool could not keep and no replica to repair; the activity record keeps them for the next master")
 }
 
+// anySession reports whether a replica had a session with this master: it
+// may come back while the master stops.
+func (m *Master) anySession() bool {
+	for _, f := range m.feeds {
+		if f.sender.Stats().Sessions > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *Master) anyConnected() bool {
 	for _, f := range m.feeds {
 		if f.sender.Stats().Connected {
@@ -249,11 +274,28 @@ func (m *Master) anyConnected() bool {
 	return false
 }
 
+// settleActivity starts the activity record over when every replica has
+// everything: its last walk re-asserted every name, which would otherwise
+// make the next master send the whole tree again. Capture has stopped, so
+// the directories it last reported stand.
+func (m *Master) settleActivity() {
+	m.q.mu.Lock()
+	pending := m.q.changes != nil
+	m.q.mu.Unlock()
+	durable, all := m.durableAll()
+	if pending || !all || durable < m.q.spool.Last() {
+		return
+	}
+	if err := m.al.restart(m.epoch, durable, true, m.al.hdr.Dirs); err != nil {
+		m.log.Error("activity record", "err", err)
+	}
+}
+
 // drain waits for the replicas to apply everything captured, except those
 // that never had a session with this master: they may be down for good.
-func (m *Master) drain() {
+func (m *Master) drain(stopBy time.Time) {
 	last := m.q.spool.Last()
-	deadline := time.After(m.cfg.DrainTimeout)
+	deadline := time.After(time.Until(stopBy))
 	for _, f := range m.feeds {
 		if f.sender.Stats().Sessions == 0 {
 			m.log.Warn("replica never connected; not waiting for it", "replica", f.r.Addr)

@@ -206,9 +206,11 @@ func (q *queue) RebuildAt(seq uint64) {
 	defer q.mu.Unlock()
 	if q.changes != nil {
 		// A full copy makes the record of changes moot, but only for a
-		// replica that starts over from it: the spool's replicas would miss
-		// the removals, so they start over too.
+		// replica that starts over from it: one resuming from the spool
+		// would miss the removals. A hole of one seq before the copy makes
+		// every cursor and resume from the spool fail, so they start over.
 		q.changes, q.repairing = nil, false
+		q.shift--
 		if err := q.spool.Reset(seq - q.shift - 1); err != nil {
 			q.m.log.Error("spool reset failed", "err", err)
 			return

@@ -48,6 +48,7 @@ type scenario struct {
 	recs    []journal.Record
 
 	received, durable, applied atomic.Uint64
+	resets                     atomic.Uint64 // Resets taken, for the syncer
 	changed                    chan struct{} // progress moved
 	appended                   chan struct{} // the syncer has work
 
@@ -57,6 +58,7 @@ type scenario struct {
 
 	applyCancel context.CancelFunc
 	applyDone   chan struct{}
+	stopErr     error // the last checkpoint's, when applying was stopped
 	syncDone    chan struct{}
 	stopSync    context.CancelFunc
 
@@ -118,10 +120,10 @@ func openScenario(sc Scenario, name string, log *slog.Logger) (*scenario, error)
 }
 
 func (s *scenario) close() error {
-	s.stopApply()
+	stopErr := s.stopApply()
 	s.stopSync()
 	<-s.syncDone
-	return s.spool.Close()
+	return errors.Join(stopErr, s.spool.Close())
 }
 
 func (s *scenario) signal(c chan struct{}) {
@@ -193,29 +195,42 @@ var errSuperseded = errors.New("replica: a newer session from the master replace
 
 func (t *session) Reset(r *stream.Reset) error {
 	s := t.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gen != t.gen {
-		return errSuperseded
-	}
 	if r.From == 0 {
 		return fmt.Errorf("replica: reset to sequence number 0: %w", stream.ErrCorrupt)
 	}
 	if r.Keep {
 		// A new master repairs what this replica has: apply all of it
-		// first, since the repair is relative to it.
+		// first, since the repair is relative to it. Not under s.mu: that
+		// may take long, and a newer session must be able to start.
 		s.log.Info("a new master resumes this replica: applying what it holds, then the repair",
 			"epoch", r.Epoch, "from", r.From, "old_epoch", s.epoch(), "held", s.received.Load())
-		if err := s.drainApply(); err != nil {
+		if err := s.drainApply(t.gen); err != nil {
 			return err
 		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != t.gen {
+		return errSuperseded
+	}
+	s.resets.Add(1)
+	// What was applied must be durable in the root before the spool that
+	// holds it goes.
+	if err := s.stopApply(); err != nil {
+		s.startApply()
+		return fmt.Errorf("replica: before the reset: %w", err)
+	}
+	if r.Keep {
 		s.counts.adoptions.Add(1)
-		s.stopApply()
 	} else {
 		s.log.Warn("the master rebuilds this replica from a full copy; clearing the root",
 			"epoch", r.Epoch, "from", r.From, "old_epoch", s.epoch(), "old_applied", s.applied.Load())
 		s.counts.resets.Add(1)
-		s.stopApply()
+		// Nothing may resume this data once clearing starts: epoch 0 is
+		// nobody's.
+		if err := s.setSaved(state{}); err != nil {
+			return err
+		}
 		if err := replay.Clear(s.cfg.Root); err != nil {
 			return err
 		}
@@ -223,19 +238,26 @@ func (t *session) Reset(r *stream.Reset) error {
 	if err := s.spool.Reset(r.From - 1); err != nil {
 		return err
 	}
-	st := state{Epoch: r.Epoch, Applied: r.From - 1}
-	if err := st.save(s.cfg.State); err != nil {
+	if err := s.setSaved(state{Epoch: r.Epoch, Applied: r.From - 1}); err != nil {
 		return err
 	}
-	s.stMu.Lock()
-	s.st = st
-	s.stMu.Unlock()
 	s.received.Store(r.From - 1)
 	s.durable.Store(r.From - 1)
 	s.applied.Store(r.From - 1)
 	s.setState(StateConnected, nil)
 	s.startApply()
 	s.signal(s.changed)
+	return nil
+}
+
+// setSaved replaces the state, durably, then in memory.
+func (s *scenario) setSaved(st state) error {
+	if err := st.save(s.cfg.State); err != nil {
+		return err
+	}
+	s.stMu.Lock()
+	s.st = st
+	s.stMu.Unlock()
 	return nil
 }
 
@@ -288,7 +310,7 @@ func (t *session) Receive(b []byte) error {
 
 func (t *session) Progress() stream.Ack {
 	s := t.s
-	return stream.Ack{Received: s.received.Load(), Applied: s.applied.Load(), Durable: s.durable.Load()}
+	return stream.Ack{Received: s.received.Load(), Applied: s.applied.Load(), Durable: s.durable.Load(), Epoch: s.epoch()}
 }
 
 func (t *session) Changed() <-chan struct{} { return t.s.changed }
@@ -311,14 +333,20 @@ func (t *session) End(err error) {
 	s.statusMu.Unlock()
 }
 
-// drainApply waits until everything received is applied, or applying
-// stops.
-func (s *scenario) drainApply() error {
+// drainApply waits until everything received is applied, applying stops,
+// or a newer session replaces session gen.
+func (s *scenario) drainApply(gen uint64) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for s.applied.Load() < s.received.Load() {
+		s.mu.Lock()
+		superseded, done := s.gen != gen, s.applyDone
+		s.mu.Unlock()
+		if superseded {
+			return errSuperseded
+		}
 		select {
-		case <-s.applyDone:
+		case <-done:
 			s.statusMu.Lock()
 			err := s.lastError
 			s.statusMu.Unlock()
@@ -339,16 +367,20 @@ func (s *scenario) syncLoop(ctx context.Context) {
 			return
 		case <-s.appended:
 		}
+		gen := s.resets.Load()
 		last := s.spool.Last()
 		if err := s.spool.Sync(); err != nil {
 			s.log.Error("replica: spool sync failed; the master keeps what is not durable here", "err", err)
 			s.setError(err)
 			continue
 		}
-		if last > s.durable.Load() {
+		s.mu.Lock()
+		// A Reset meanwhile made last a seq of another epoch.
+		if gen == s.resets.Load() && last > s.durable.Load() {
 			s.durable.Store(last)
 			s.signal(s.changed)
 		}
+		s.mu.Unlock()
 	}
 }
 
@@ -358,9 +390,11 @@ func (s *scenario) startApply() {
 	go s.applyLoop(ctx, s.applyDone)
 }
 
-func (s *scenario) stopApply() {
+// stopApply stops applying and returns what the last checkpoint met.
+func (s *scenario) stopApply() error {
 	s.applyCancel()
 	<-s.applyDone
+	return s.stopErr
 }
 
 // applyLoop applies the spool to the root in order. A full disk pauses it
@@ -370,6 +404,7 @@ func (s *scenario) applyLoop(ctx context.Context, done chan struct{}) {
 	for {
 		err := s.applyFrom(ctx)
 		if ctx.Err() != nil {
+			s.stopErr = err
 			return
 		}
 		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
@@ -433,15 +468,24 @@ func (s *scenario) applyFrom(ctx context.Context) error {
 			if recs[i].Seq <= s.applied.Load() {
 				continue
 			}
-			if r := &recs[i]; r.Op == journal.OpRename && r.Flags&unix.RENAME_EXCHANGE != 0 {
+			r := &recs[i]
+			exchange := r.Op == journal.OpRename && r.Flags&unix.RENAME_EXCHANGE != 0
+			if exchange {
 				if err := s.beforeExchange(app, r); err != nil {
 					return err
 				}
 			}
-			if err := app.Apply(&recs[i]); err != nil {
+			if err := app.Apply(r); err != nil {
 				return err
 			}
-			s.applied.Store(recs[i].Seq)
+			s.applied.Store(r.Seq)
+			if exchange {
+				// Durable at once, so that the marker never has to judge
+				// a state later records changed.
+				if err := s.checkpoint(app); err != nil {
+					return err
+				}
+			}
 		}
 		s.appliedBytes.Add(uint64(len(b)))
 		s.statusMu.Lock()

@@ -145,7 +145,7 @@ func goldenFrames(t testing.TB) []frame {
 		{stream.FrameWelcome, msgBody(t, stream.Welcome{Version: 1, Scenario: "pg-main", Replica: "db2.example.com",
 			Epoch: 1 << 40, Received: 1<<32 + 20, Applied: 1<<32 + 10, Durable: 1 << 32})},
 		{stream.FrameBatch, bytes.Repeat([]byte("WCJB batch bytes "), 4)},
-		{stream.FrameAck, msgBody(t, stream.Ack{Received: 1<<32 + 30, Applied: 1<<32 + 20, Durable: 1<<32 + 20})},
+		{stream.FrameAck, msgBody(t, stream.Ack{Received: 1<<32 + 30, Applied: 1<<32 + 20, Durable: 1<<32 + 20, Epoch: 1 << 40})},
 		{stream.FrameHeartbeat, msgBody(t, stream.Heartbeat{Time: 1_700_000_000_123_456_789})},
 		{stream.FrameHeartbeat, msgBody(t, stream.Heartbeat{Time: -1})},
 		{stream.FrameBatch, nil},

@@ -37,11 +37,14 @@ type Welcome struct {
 	Durable  uint64 `msgpack:"durable"`  // last seq durable
 }
 
-// Ack tells the master how far the replica has come.
+// Ack tells the master how far the replica has come. Epoch is the epoch of
+// the replica's data: acks sent before it took a Reset speak of another
+// epoch's seqs, and the master ignores them.
 type Ack struct {
 	Received uint64 `msgpack:"received"`
 	Applied  uint64 `msgpack:"applied"`
 	Durable  uint64 `msgpack:"durable"`
+	Epoch    uint64 `msgpack:"epoch"`
 }
 
 // Heartbeat keeps an idle connection proven alive.

@@ -73,7 +73,7 @@ func TestMessageKeys(t *testing.T) {
 	}{
 		{stream.Hello{}, "compress epoch master replica root scenario version"},
 		{stream.Welcome{}, "applied durable epoch received replica scenario version"},
-		{stream.Ack{}, "applied durable received"},
+		{stream.Ack{}, "applied durable epoch received"},
 		{stream.Heartbeat{}, "time"},
 		{stream.Close{}, "reason"},
 		{stream.Reset{}, "epoch from keep"},

@@ -289,7 +289,9 @@ func (s *Sender) readLoop(fr *FrameReader) error {
 		}
 		switch m := m.(type) {
 		case *Ack:
-			s.ack(*m)
+			if m.Epoch == s.cfg.Hello.Epoch {
+				s.ack(*m)
+			}
 		case *Heartbeat:
 		default:
 			return unexpected(m, "ack or heartbeat")

@@ -791,7 +791,7 @@ func (s *replicaSession) Progress() stream.Ack {
 	if r.hold {
 		h = min(h, r.released)
 	}
-	return stream.Ack{Received: h, Applied: h, Durable: h}
+	return stream.Ack{Received: h, Applied: h, Durable: h, Epoch: r.epoch}
 }
 
 func (s *replicaSession) Changed() <-chan struct{} { return s.r.changed }

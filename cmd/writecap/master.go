@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -89,5 +90,8 @@ With --config FILE the scenario file gives every setting instead of flags.`,
 	fl.StringVar(&spMem, "spool-memory", "", "spool bytes kept in memory before disk (default 256MiB)")
 	fl.StringVar(&spoolMax, "spool-max", "", "spool bytes in all; past it replicas behind are rebuilt (default unlimited)")
 	fl.StringVar(&minFree, "min-free", "", "bytes the spool leaves free on its file system")
+	fl.DurationVar((*time.Duration)(&s.Slack), "resume-slack", 30*time.Second,
+		"after a restart, also repair what changed this long before the last recorded change")
+	fl.DurationVar((*time.Duration)(&s.Drain), "drain-timeout", time.Minute, "how long a stopping master waits for replicas")
 	return cmd
 }
