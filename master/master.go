@@ -237,9 +237,8 @@ func (m *Master) repairBeforeStop(deadline time.Time) {
 			m.q.mu.Unlock()
 			break
 		}
-		if pending && !m.q.repairing && m.anyConnected() {
-			m.q.repairing = true
-			m.source.Repair()
+		if m.anyConnected() {
+			m.q.askRepair()
 		}
 		ch := m.q.released
 		m.q.mu.Unlock()

@@ -76,9 +76,8 @@ const (
 func (q *queue) caughtUp(received uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.changes != nil && !q.repairing && received >= q.spool.Last() {
-		q.repairing = true
-		q.m.source.Repair()
+	if received >= q.spool.Last() {
+		q.askRepair()
 	}
 }
 
@@ -153,9 +152,6 @@ func (q *queue) Write(recs []journal.Record) error {
 				return err
 			}
 		default:
-			for i := range recs {
-				recs[i].Seq += q.shift
-			}
 			return q.startOverflow(recs, err)
 		}
 	}
@@ -168,7 +164,7 @@ func (q *queue) Write(recs []journal.Record) error {
 }
 
 // startOverflow stops storing batches: the spool never grows past its
-// limits and capture never stops. recs carry capture seqs.
+// limits and capture never stops.
 func (q *queue) startOverflow(recs []journal.Record, cause error) error {
 	q.overflows++
 	q.changes = journal.NewChanges(maxChangedPaths)
@@ -184,6 +180,15 @@ func (q *queue) drop(recs []journal.Record) {
 	}
 	q.dropped += uint64(len(recs))
 	q.shift += uint64(len(recs))
+}
+
+// askRepair asks capture, once, for the repair of the changes kept while
+// the spool was full; q.mu is held.
+func (q *queue) askRepair() {
+	if q.changes != nil && !q.repairing {
+		q.repairing = true
+		q.m.source.Repair()
+	}
 }
 
 // RepairAt is called by capture before the repair's first record.
@@ -243,10 +248,7 @@ const (
 func (q *queue) start(ctx context.Context, epoch, durable uint64) (uint64, startHow, error) {
 	q.mu.Lock()
 	if epoch == q.m.epoch && q.holds(durable+1) {
-		if q.changes != nil && !q.repairing {
-			q.repairing = true
-			q.m.source.Repair()
-		}
+		q.askRepair()
 		q.mu.Unlock()
 		return durable + 1, startResume, nil
 	}

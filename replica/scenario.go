@@ -252,13 +252,9 @@ func (t *session) Reset(r *stream.Reset) error {
 
 // setSaved replaces the state, durably, then in memory.
 func (s *scenario) setSaved(st state) error {
-	if err := st.save(s.cfg.State); err != nil {
-		return err
-	}
 	s.stMu.Lock()
-	s.st = st
-	s.stMu.Unlock()
-	return nil
+	defer s.stMu.Unlock()
+	return s.update(func(cur *state) { *cur = st })
 }
 
 // Receive checks a batch whole before any of it is stored: a corrupt batch,
