@@ -7,6 +7,9 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/writecap/writecap/config"
 )
 
 func main() {
@@ -33,4 +36,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "writecap:", err)
 		os.Exit(1)
 	}
+}
+
+// nodeFlags are the settings master and replica share: the scenario file
+// that replaces the other flags, the node's certificate files and the
+// metrics address.
+func nodeFlags(fl *pflag.FlagSet, file *string, f *config.File) {
+	fl.StringVar(file, "config", "", "YAML scenario file (instead of the flags below)")
+	fl.StringVar(&f.TLS.CA, "ca", "", "the scenario's CA certificate (PEM)")
+	fl.StringVar(&f.TLS.Cert, "cert", "", "this node's certificate (PEM)")
+	fl.StringVar(&f.TLS.Key, "key", "", "this node's key (PEM)")
+	fl.StringVar(&f.Metrics, "metrics", "", "serve /metrics and /status on this address")
 }

@@ -74,12 +74,8 @@ With --config FILE the scenario file gives every setting instead of flags.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&file, "config", "", "YAML scenario file (instead of the flags below)")
 	fl.StringVar(&f.Name, "name", "", "this master's identity (its certificate's common name)")
-	fl.StringVar(&f.TLS.CA, "ca", "", "the scenario's CA certificate (PEM)")
-	fl.StringVar(&f.TLS.Cert, "cert", "", "this node's certificate (PEM)")
-	fl.StringVar(&f.TLS.Key, "key", "", "this node's key (PEM)")
-	fl.StringVar(&f.Metrics, "metrics", "", "serve /metrics and /status on this address")
+	nodeFlags(fl, &file, &f)
 	fl.StringVar(&s.ID, "scenario", "default", "scenario id, as the replica knows it")
 	fl.StringVar(&s.Source, "source", "", "protected directory")
 	fl.StringVar(&s.State, "state", "", "spool directory (default "+config.DefaultStateDir+"/master/SCENARIO)")

@@ -48,13 +48,9 @@ scenarios (one root per master).`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&file, "config", "", "YAML scenario file (instead of the flags below)")
 	fl.StringVar(&f.Listen, "listen", "", "address to accept masters on, host:port")
 	fl.StringVar(&f.Name, "name", "", "this replica's identity (its certificate's common name)")
-	fl.StringVar(&f.TLS.CA, "ca", "", "the scenario's CA certificate (PEM)")
-	fl.StringVar(&f.TLS.Cert, "cert", "", "this node's certificate (PEM)")
-	fl.StringVar(&f.TLS.Key, "key", "", "this node's key (PEM)")
-	fl.StringVar(&f.Metrics, "metrics", "", "serve /metrics and /status on this address")
+	nodeFlags(fl, &file, &f)
 	fl.StringVar(&s.ID, "scenario", "default", "scenario id")
 	fl.StringVar(&s.Root, "root", "", "directory the master's tree is replayed into")
 	fl.StringVar(&s.State, "state", "", "spool and state directory (default "+config.DefaultStateDir+"/replica/SCENARIO)")
