@@ -123,7 +123,7 @@ func startAgent(t *testing.T, args ...string) *agent {
 func (p *agent) stop(t *testing.T) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v (exit %v)\n%s", p.name, err, <-p.done, lastLines(p.stderr.String(), 40))
 	}
 	if err := <-p.done; err != nil {
 		t.Fatalf("%s did not exit cleanly: %v\n%s", p.name, err, lastLines(p.stderr.String(), 80))
