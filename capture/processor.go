@@ -52,6 +52,8 @@ type processor struct {
 	walkDirty          []*node          // files whose bytes a walk sends after the names
 	nsTrouble          bool             // names raced or the model missed one
 	lossSeen           map[lossID]uint64
+	lossDue            []dueLoss // in the order found, so by after
+	kseq               uint64    // the last kernel seq processed
 	unknownDirIno      map[*node]bool
 	touched            []*node        // directories the current event changed
 	suspect            map[*node]bool // directories whose contents are sent again
@@ -66,6 +68,27 @@ type processor struct {
 	// distrust, during a repair, holds the files whose bytes it sends: the
 	// replica's copy of anything it links a name to is not trusted.
 	distrust map[*node]bool
+}
+
+// dueLoss is a lost range to read back once every seq below after has
+// been processed.
+type dueLoss struct {
+	ino    uint64
+	lo, hi int64
+	after  uint64
+}
+
+// repairLosses reads back the lost ranges that are due, or all of them.
+func (p *processor) repairLosses(all bool) {
+	i := 0
+	for ; i < len(p.lossDue); i++ {
+		d := p.lossDue[i]
+		if !all && p.kseq+1 < d.after {
+			break
+		}
+		p.dirtyIno(d.ino, d.lo, d.hi)
+	}
+	p.lossDue = p.lossDue[i:]
 }
 
 type lossID struct {
@@ -145,6 +168,7 @@ func (p *processor) loop(r *reader) error {
 
 // finish runs once everything captured has been processed.
 func (p *processor) finish() error {
+	p.repairLosses(true)
 	p.retryDeferred()
 	if len(p.deferred) > 0 && p.reconcileWhy == "" {
 		p.needReconcile("dirty ranges of files without a readable path", false)
@@ -292,16 +316,25 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 		p.s.stats.lost.Store(c[cntRingFull])
 		p.log.Warn("ring buffer full: changes lost in the kernel are repaired from the master's files",
 			"lost_total", c[cntRingFull], "ring_bytes", p.s.cfg.RingSize)
+		// Samples reserved before the loss may still be on their way (out
+		// of order, or not yet submitted): read the ranges back only after
+		// every seq taken so far has been processed, or an older sample
+		// would land on top of the newer bytes read back.
+		after, err := p.s.k.seqNow()
+		if err != nil {
+			return err
+		}
 		if err := p.s.k.losses(func(key lossKey, lo, hi int64, n uint64) {
 			id := lossID{key.Ino, key.Root}
 			if p.lossSeen[id] == n {
 				return
 			}
 			p.lossSeen[id] = n
-			p.dirtyIno(key.Ino, lo, hi)
+			p.lossDue = append(p.lossDue, dueLoss{ino: key.Ino, lo: lo, hi: hi, after: after})
 		}); err != nil {
 			return fmt.Errorf("capture: read loss map: %w", err)
 		}
+		p.repairLosses(false)
 	}
 	if c[cntMetaLost] != last[cntMetaLost] || c[cntInflightFull] != last[cntInflightFull] {
 		p.s.stats.metaLost.Store(c[cntMetaLost])

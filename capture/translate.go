@@ -22,16 +22,20 @@ const (
 func (p *processor) event(eb *evbuf) error {
 	p.s.stats.events.Add(1)
 	h := hdrOf(eb.b)
+	p.kseq = h.Seq
+	kept := false
 	if h.Type == evWrite {
-		if p.write(eb) {
-			p.held = append(p.held, eb)
-			return nil
-		}
+		kept = p.write(eb)
 	} else {
 		p.meta(eb)
 	}
-	if p.recycle != nil {
+	if kept {
+		p.held = append(p.held, eb)
+	} else if p.recycle != nil {
 		p.recycle(eb)
+	}
+	if len(p.lossDue) > 0 {
+		p.repairLosses(false)
 	}
 	return nil
 }
