@@ -55,16 +55,18 @@ func (p *processor) walk(fn func() error) error {
 }
 
 func (p *processor) reconcileDir(dn *node, rel string, full bool) error {
+	var names []string
 	f, err := os.Open(p.abs(rel))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
-			return nil // moved on the master since: its events follow
-		}
-		return fmt.Errorf("capture: read directory %s: %w", p.abs(rel), err)
+	if err == nil {
+		names, err = f.Readdirnames(-1)
+		f.Close()
 	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
 	if err != nil {
+		// Removed or replaced on the master since, even between the open
+		// and the listing: its events follow.
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			return nil
+		}
 		return fmt.Errorf("capture: read directory %s: %w", p.abs(rel), err)
 	}
 	sort.Strings(names)

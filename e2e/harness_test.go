@@ -65,6 +65,7 @@ type agent struct {
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	done   chan error
+	ended  bool // stopped or killed by the test
 }
 
 // startMirror runs the mirror and returns once it printed "ready", that is
@@ -111,9 +112,18 @@ func startAgent(t *testing.T, args ...string) *agent {
 		t.Fatalf("%s exited before ready: %v\n%s", p.name, err, p.stderr)
 	}
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		if !p.ended {
+			select {
+			case err := <-p.done:
+				t.Errorf("%s exited before it was stopped: %v\n%s", p.name, err, lastLines(p.stderr.String(), 80))
+				return
+			default:
+			}
 			cmd.Process.Kill()
 			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s log at the failure:\n%s", p.name, lastLines(p.stderr.String(), 80))
 		}
 	})
 	return p
@@ -122,6 +132,7 @@ func startAgent(t *testing.T, args ...string) *agent {
 // stop sends SIGINT and requires a clean exit: everything captured applied.
 func (p *agent) stop(t *testing.T) {
 	t.Helper()
+	p.ended = true
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatalf("%s: %v (exit %v)\n%s", p.name, err, <-p.done, lastLines(p.stderr.String(), 40))
 	}
@@ -137,6 +148,7 @@ func (p *agent) stop(t *testing.T) {
 // kill ends the agent with SIGKILL, as a crash would.
 func (p *agent) kill(t *testing.T) {
 	t.Helper()
+	p.ended = true
 	if err := p.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
