@@ -99,6 +99,16 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// Set, String and Type make a Size a command-line flag.
+func (s *Size) Set(v string) error {
+	n, err := ParseSize(v)
+	*s = Size(n)
+	return err
+}
+
+func (s *Size) String() string { return humanize.IBytes(uint64(*s)) }
+func (s *Size) Type() string   { return "size" }
+
 // ParseSize reads a byte count such as "64MiB".
 func ParseSize(v string) (int64, error) {
 	n, err := humanize.ParseBytes(v)

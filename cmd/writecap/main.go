@@ -32,6 +32,8 @@ func main() {
 	root.AddCommand(masterCmd())
 	root.AddCommand(replicaCmd())
 	root.AddCommand(statusCmd())
+	root.AddCommand(syncCmd())
+	root.AddCommand(verifyCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "writecap:", err)
 		os.Exit(1)

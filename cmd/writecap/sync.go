@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/writecap/writecap/config"
+	"github.com/writecap/writecap/resync"
+)
+
+func syncCmd() *cobra.Command {
+	var (
+		src, dst       string
+		method, trust  string
+		block, thresh  = config.Size(resync.DefaultBlockSize), config.Size(resync.DefaultThreshold)
+		progressPeriod time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "sync --source DIR --target DIR",
+		Short: "Bring TARGET to SOURCE's state once, sending only what differs",
+		Long: `sync makes TARGET hold exactly what SOURCE holds: names, contents, modes,
+owners, modification times, symlinks and hard links; what only TARGET holds is
+removed. Files below --threshold whose size and modification time match are
+taken as equal (--trust); larger files are compared block by block by their
+hashes and only differing blocks are written. A sync that is interrupted
+resumes without redoing the files it completed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := resync.ParseMethod(method)
+			if err != nil {
+				return err
+			}
+			tr, err := resync.ParseTrust(trust)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			o := resync.Options{Method: m, Trust: tr, BlockSize: int(block), Threshold: int64(thresh),
+				Progress: &resync.Progress{}, Logger: slog.Default(),
+				Skip: func(rel string, err error) { slog.Warn("not synchronised", "path", rel, "err", err) }}
+			done := showProgress(ctx, o.Progress, "sync", progressPeriod)
+			st, err := resync.Sync(ctx, src, dst, o)
+			done()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "synchronised: %d files (%d copied, %d patched, %d unchanged, %d resumed), %d links, %d removed, %d of %d blocks sent, %d bytes sent\n",
+				st.Files, st.Copied, st.Patched, st.Unchanged, st.Resumed, st.Linked, st.Removed, st.BlocksSent, st.BlocksCompared, st.BytesSent)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&src, "source", "", "directory to copy from")
+	f.StringVar(&dst, "target", "", "directory to bring to the source's state")
+	f.StringVar(&method, "method", "auto", "auto (blocks for large files), file (whole files) or block (blocks for every file)")
+	f.StringVar(&trust, "trust", "small", "when equal size and time mean equal content: small (files below the threshold), always, never")
+	f.Var(&block, "block-size", "block size of block-level comparison")
+	f.Var(&thresh, "threshold", "size from which auto compares blocks")
+	f.DurationVar(&progressPeriod, "progress", 5*time.Second, "how often progress is printed when stderr is not a terminal")
+	cmd.MarkFlagRequired("source")
+	cmd.MarkFlagRequired("target")
+	return cmd
+}
+
+// showProgress displays p on stderr until the returned function is called.
+func showProgress(ctx context.Context, p *resync.Progress, what string, every time.Duration) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Show(ctx, os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), what, every)
+	}()
+	return func() { cancel(); <-done }
+}

@@ -1,0 +1,86 @@
+package resync
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func TestVerify(t *testing.T) {
+	const bs = 4096
+	tests := []struct {
+		name   string
+		change func(t *testing.T, dst string)
+		want   []Difference
+	}{
+		{name: "identical", change: func(*testing.T, string) {}},
+		{
+			name:   "a single flipped byte",
+			change: func(t *testing.T, dst string) { flip(t, dst, "big/db.img", 2*bs+17) },
+			want:   []Difference{{Path: "big/db.img", What: "content", Ranges: []Range{{Off: 2 * bs, Len: bs}}}},
+		},
+		{
+			name:   "a flipped byte in the short last block",
+			change: func(t *testing.T, dst string) { flip(t, dst, "big/db.img", 3<<20+100) },
+			want:   []Difference{{Path: "big/db.img", What: "content", Ranges: []Range{{Off: 3 << 20, Len: 123}}}},
+		},
+		{
+			name: "a missing and an extra file",
+			change: func(t *testing.T, dst string) {
+				os.Remove(filepath.Join(dst, "small.txt"))
+				write(t, dst, "emptydir/stray", nil, 0o644)
+			},
+			want: []Difference{
+				{Path: "emptydir/stray", What: "extra", Target: "file"},
+				{Path: "small.txt", What: "missing", Source: "file"},
+			},
+		},
+		{
+			name: "mode, symlink target and size",
+			change: func(t *testing.T, dst string) {
+				os.Chmod(filepath.Join(dst, "suid"), 0o755)
+				os.Remove(filepath.Join(dst, "dangling"))
+				os.Symlink("elsewhere", filepath.Join(dst, "dangling"))
+				os.Truncate(filepath.Join(dst, "big/other.img"), 2*bs)
+			},
+			want: []Difference{
+				{Path: "big/other.img", What: "size", Source: "2097152", Target: "8192"},
+				{Path: "big/other.img", What: "content", Ranges: []Range{{Off: 2 * bs, Len: 2<<20 - 2*bs}}},
+				{Path: "dangling", What: "target", Source: "missing", Target: "elsewhere"},
+				{Path: "suid", What: "mode", Source: "4755", Target: "0755"},
+			},
+		},
+		{
+			name: "a hard link broken",
+			change: func(t *testing.T, dst string) {
+				os.Remove(filepath.Join(dst, "dir/hard"))
+				write(t, dst, "dir/hard", read(t, dst, "dir/sub/deep.bin"), 0o640)
+				os.Chown(filepath.Join(dst, "dir/hard"), 1234, 5678)
+			},
+			want: []Difference{
+				{Path: "dir/hard", What: "links", Source: "dir/hard dir/sub/deep.bin"},
+				{Path: "dir/sub/deep.bin", What: "links", Source: "dir/hard dir/sub/deep.bin"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src, dst := t.TempDir(), t.TempDir()
+			sampleTree(t, src)
+			syncT(t, src, dst, Options{})
+			tt.change(t, dst)
+			r, err := Verify(context.Background(), src, dst, VerifyOptions{BlockSize: bs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(r.Differences, tt.want) {
+				t.Errorf("differences:\n%v\nwant:\n%v", r.Differences, tt.want)
+			}
+			if r.Equal() != (len(tt.want) == 0) || r.Files != 7 {
+				t.Errorf("report %+v", r)
+			}
+		})
+	}
+}
