@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/resync"
 )
 
 const (
@@ -57,6 +58,8 @@ type processor struct {
 	unknownDirIno      map[*node]bool
 	touched            []*node        // directories the current event changed
 	suspect            map[*node]bool // directories whose contents are sent again
+	base               *resync.Manifest // what the replicas hold, during the initial walk
+	based              map[*node]baseFile
 	flushErr           error
 	warnedTooDeep      bool
 	// silent: a walk only learns the tree (resume), sending nothing; what
@@ -105,6 +108,7 @@ func newProcessor(s *Source, sink Sink) (*processor, error) {
 		s: s, log: s.cfg.Logger, root: s.root, sink: sink, t: newTree(st.Ino),
 		races: newRaceTable(), mapped: map[uint64]bool{}, deferred: map[uint64]span{},
 		lossSeen: map[lossID]uint64{}, unknownDirIno: map[*node]bool{}, suspect: map[*node]bool{},
+		based: map[*node]baseFile{},
 	}, nil
 }
 
@@ -116,7 +120,10 @@ func (p *processor) initial() error {
 		return p.resume(p.s.cfg.Resume)
 	}
 	p.rebuildAt()
-	if err := p.reconcile(true); err != nil {
+	p.base = p.s.cfg.Base
+	err := p.reconcile(true)
+	p.base = nil
+	if err != nil {
 		return err
 	}
 	if p.flushErr != nil {

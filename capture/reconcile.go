@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/resync"
 )
 
 // reconcile compares the master's tree with the model and sends what makes
@@ -70,6 +71,9 @@ func (p *processor) reconcileDir(dn *node, rel string, full bool) error {
 		return fmt.Errorf("capture: read directory %s: %w", p.abs(rel), err)
 	}
 	sort.Strings(names)
+	if p.base != nil {
+		p.pruneNames(rel, names)
+	}
 	seen := make(map[string]bool, len(names))
 	for _, name := range names {
 		crel := path.Join(rel, name)
@@ -197,8 +201,12 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		p.t.attach(dn, name, n)
 		return p.reconcileDir(n, rel, true)
 	case unix.S_IFREG:
+		be, hs := p.baseEntry(rel)
 		if known := p.t.byIno[st.Ino]; known != nil && !known.dir && !known.symlink {
 			if from, ok := p.linkSource(known, st.Ino); ok {
+				if be != nil {
+					p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
+				}
 				p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
 				p.t.attach(dn, name, known)
 				if p.distrust != nil && !p.distrust[known] {
@@ -212,6 +220,14 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 			p.staleIno(known)
 		}
 		n := &node{ino: st.Ino}
+		switch {
+		case be == nil:
+		case be.Kind == resync.KindFile && be.Nlink == 1:
+			// The replica's file stays; only its differing blocks go.
+			p.based[n] = baseFile{hashes: hs, bs: p.base.BlockSize}
+		default:
+			p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
+		}
 		p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
 		p.attrs(rel, st)
 		p.t.attach(dn, name, n)
@@ -224,6 +240,9 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		target, err := os.Readlink(p.abs(rel))
 		if err != nil {
 			return nil // gone again; its events follow
+		}
+		if be, _ := p.baseEntry(rel); be != nil && (be.Kind != resync.KindSymlink || be.Target != target) {
+			p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
 		}
 		if known := p.t.byIno[st.Ino]; known != nil && known.symlink && known.target == target {
 			if from, ok := p.linkSource(known, st.Ino); ok {

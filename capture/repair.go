@@ -54,6 +54,15 @@ func (p *processor) readBack(n *node, lo, hi int64) bool {
 	if unix.Fstat(int(f.Fd()), &st) != nil || st.Ino != n.ino {
 		return false
 	}
+	if b, ok := p.based[n]; ok {
+		// The first read of a file paired with the replica's copy compares
+		// it whole, whatever range asked: the copy differs anywhere.
+		if !p.readBackDiff(pth, f, &st, b) {
+			return false
+		}
+		delete(p.based, n)
+		return true
+	}
 	end := min(hi, st.Size)
 	for off := lo; off < end; {
 		buf := make([]byte, min(int64(readChunk), end-off))

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/resync"
 )
 
 // Sink receives records in sequence order. Record.Data is only valid during
@@ -48,6 +49,10 @@ type Config struct {
 	// Resume, if set, replaces the initial full copy with a repair of what
 	// may have changed since replicas last had the tree: see Resume.
 	Resume *Resume
+	// Base, if set (and Resume is not), is what the replicas hold when the
+	// stream starts: the initial copy keeps what matches it, removes what
+	// the master lacks and sends only the blocks of files that differ.
+	Base   *resync.Manifest
 	Logger *slog.Logger
 }
 
@@ -96,6 +101,8 @@ type Stats struct {
 	Dirty       uint64 // dirty ranges read back from the master
 	Reconciles  uint64 // namespace reconciliations against the master
 	Unsupported uint64 // entries skipped (devices, fifos, sockets)
+	BaseFiles   uint64 // files the initial copy compared with Base
+	BaseSkipped uint64 // bytes it did not send because Base had them
 }
 
 // Source captures one protected tree.
@@ -110,7 +117,7 @@ type Source struct {
 }
 
 type stats struct {
-	events, writeCalls, writeBytes, records, lost, metaLost, races, dirty, reconciles, unsupported atomic.Uint64
+	events, writeCalls, writeBytes, records, lost, metaLost, races, dirty, reconciles, unsupported, baseFiles, baseSkipped atomic.Uint64
 }
 
 // New loads and attaches the capture programs. Changes are captured from the
@@ -189,7 +196,7 @@ func (s *Source) Stats() Stats {
 		Events: st.events.Load(), WriteCalls: st.writeCalls.Load(), WriteBytes: st.writeBytes.Load(),
 		Records: st.records.Load(), Lost: st.lost.Load(), MetaLost: st.metaLost.Load(),
 		Races: st.races.Load(), Dirty: st.dirty.Load(), Reconciles: st.reconciles.Load(),
-		Unsupported: st.unsupported.Load(),
+		Unsupported: st.unsupported.Load(), BaseFiles: st.baseFiles.Load(), BaseSkipped: st.baseSkipped.Load(),
 	}
 }
 

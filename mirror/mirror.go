@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/writecap/writecap/capture"
 	"github.com/writecap/writecap/journal"
 	"github.com/writecap/writecap/replay"
+	"github.com/writecap/writecap/resync"
 )
 
 // Config is what `writecap mirror` needs.
@@ -21,15 +19,15 @@ type Config struct {
 	Source   string
 	Target   string
 	Compress bool
-	Capture  capture.Config // Root is taken from Source
+	// BlockSize is the block size of the initial comparison with what the
+	// target holds (resync.DefaultBlockSize when 0).
+	BlockSize int
+	Capture   capture.Config // Root and Base are set here
 	Logger   *slog.Logger
 	// Ready is called once capture is attached, before the initial copy:
 	// from then on every change to Source reaches Target.
 	Ready func()
 }
-
-// ErrNested is returned when one tree contains the other.
-var ErrNested = errors.New("mirror: source and target must not contain each other")
 
 // queueDepth bounds the encoded batches waiting for the applier, so a slow
 // target disk pushes back on capture rather than filling memory.
@@ -42,13 +40,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	src, dst, err := paths(cfg.Source, cfg.Target)
+	src, dst, err := resync.Dirs(cfg.Source, cfg.Target)
+	if err != nil {
+		return err
+	}
+	// The target changes only through the applier, which has not started:
+	// what it holds now is what the initial copy compares with.
+	base, err := resync.BuildManifest(ctx, dst, cfg.BlockSize, nil, nil)
 	if err != nil {
 		return err
 	}
 	cc := cfg.Capture
 	cc.Root = src
 	cc.Logger = log
+	cc.Base = base
 	source, err := capture.New(cc)
 	if err != nil {
 		return err
@@ -56,9 +61,6 @@ func Run(ctx context.Context, cfg Config) error {
 	defer source.Close()
 	if cfg.Ready != nil {
 		cfg.Ready()
-	}
-	if err := replay.Clear(dst); err != nil {
-		return err
 	}
 	app, err := replay.Open(dst, replay.Options{Logger: log})
 	if err != nil {
@@ -86,40 +88,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	st := source.Stats()
 	log.Info("mirror stopped", "records", st.Records, "applied", app.Applied(), "lost", st.Lost,
-		"races_repaired", st.Races, "reconciles", st.Reconciles)
+		"races_repaired", st.Races, "reconciles", st.Reconciles,
+		"target_files_compared", st.BaseFiles, "target_bytes_kept", st.BaseSkipped)
 	return nil
-}
-
-// paths checks the two trees before anything is touched.
-func paths(source, target string) (string, string, error) {
-	if source == "" || target == "" {
-		return "", "", fmt.Errorf("mirror: both a source and a target directory are required")
-	}
-	src, err := filepath.Abs(source)
-	if err == nil {
-		src, err = filepath.EvalSymlinks(src)
-	}
-	if err != nil {
-		return "", "", fmt.Errorf("mirror: source %s: %w", source, err)
-	}
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return "", "", fmt.Errorf("mirror: target %s: %w", target, err)
-	}
-	dst, err := filepath.Abs(target)
-	if err == nil {
-		dst, err = filepath.EvalSymlinks(dst)
-	}
-	if err != nil {
-		return "", "", fmt.Errorf("mirror: target %s: %w", target, err)
-	}
-	if within(dst, src) || within(src, dst) {
-		return "", "", fmt.Errorf("mirror: source %s, target %s: %w", src, dst, ErrNested)
-	}
-	return src, dst, nil
-}
-
-func within(p, dir string) bool {
-	return p == dir || strings.HasPrefix(p, dir+string(filepath.Separator))
 }
 
 // encoder is the capture sink: it turns records into journal batches.

@@ -1,0 +1,89 @@
+package capture
+
+import (
+	"errors"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/resync"
+)
+
+// baseFile is a replica's copy of a file as the stream found it: the
+// initial copy sends only the blocks of the master's file that differ.
+// Between the walk that pairs the two and the read that compares them,
+// every change to the master's file reaches the replica's as a record too,
+// so each byte is either one both sides got from the same record, or one
+// the master's read finds as the base had it (equal hash) or sends.
+type baseFile struct {
+	hashes []resync.Hash
+	bs     int
+}
+
+// baseEntry returns what the replicas hold at rel, during a walk against a
+// base.
+func (p *processor) baseEntry(rel string) (*resync.Entry, []resync.Hash) {
+	if p.base == nil {
+		return nil, nil
+	}
+	return p.base.Lookup(rel)
+}
+
+// pruneNames removes from the replica's directory rel what the master's
+// listing of it lacks.
+func (p *processor) pruneNames(rel string, names []string) {
+	var b []byte
+	for _, name := range names {
+		b = append(append(b, name...), 0)
+	}
+	p.emit(journal.Record{Op: journal.OpPrune, Path: rel, Data: b})
+}
+
+// readBackDiff sends the blocks of f (n's file at pth) that differ from the
+// replica's base copy, and cuts the copy to f's size. It returns false when
+// the file cannot be read whole (its events follow).
+func (p *processor) readBackDiff(pth string, f *os.File, st *unix.Stat_t, b baseFile) bool {
+	chunk := max(b.bs, readChunk/b.bs*b.bs)
+	var (
+		off  int64
+		same int64
+	)
+	for off < st.Size {
+		buf := make([]byte, min(int64(chunk), st.Size-off))
+		m, err := f.ReadAt(buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false
+		}
+		buf = buf[:m]
+		run := -1 // start in buf of differing blocks not yet sent
+		for k := 0; k < m; k += b.bs {
+			blk := buf[k:min(k+b.bs, m)]
+			i := (off + int64(k)) / int64(b.bs)
+			if i < int64(len(b.hashes)) && resync.HashOf(blk) == b.hashes[i] {
+				if run >= 0 {
+					p.emit(journal.Record{Op: journal.OpWrite, Path: pth, Offset: off + int64(run), Data: buf[run:k]})
+					run = -1
+				}
+				same += int64(len(blk))
+				continue
+			}
+			if run < 0 {
+				run = k
+			}
+		}
+		if run >= 0 {
+			p.emit(journal.Record{Op: journal.OpWrite, Path: pth, Offset: off + int64(run), Data: buf[run:m]})
+		}
+		off += int64(m)
+		if m < len(buf) || m == 0 {
+			break
+		}
+	}
+	// The replica's copy may be longer than what was read.
+	p.emit(journal.Record{Op: journal.OpTruncate, Path: pth, Length: off})
+	p.s.stats.baseFiles.Add(1)
+	p.s.stats.baseSkipped.Add(uint64(same))
+	return true
+}
