@@ -56,8 +56,8 @@ type processor struct {
 	lossDue            []dueLoss // in the order found, so by after
 	kseq               uint64    // the last kernel seq processed
 	unknownDirIno      map[*node]bool
-	touched            []*node        // directories the current event changed
-	suspect            map[*node]bool // directories whose contents are sent again
+	touched            []*node          // directories the current event changed
+	suspect            map[*node]bool   // directories whose contents are sent again
 	base               *resync.Manifest // what the replicas hold, during the initial walk
 	based              map[*node]baseFile
 	flushErr           error

@@ -23,7 +23,7 @@ type Config struct {
 	// target holds (resync.DefaultBlockSize when 0).
 	BlockSize int
 	Capture   capture.Config // Root and Base are set here
-	Logger   *slog.Logger
+	Logger    *slog.Logger
 	// Ready is called once capture is attached, before the initial copy:
 	// from then on every change to Source reaches Target.
 	Ready func()
