@@ -226,12 +226,12 @@ func check(r *journal.Record) error {
 	if !r.Op.Valid() {
 		return fmt.Errorf("%w: unknown operation", ErrMalformed)
 	}
-	if !validPath(r.Path) {
+	if !ValidPath(r.Path) {
 		return ErrEscape
 	}
 	switch r.Op {
 	case journal.OpRename, journal.OpLink:
-		if !validPath(r.Path2) {
+		if !ValidPath(r.Path2) {
 			return ErrEscape
 		}
 		// The master cannot have done this, and the tolerant retry

@@ -173,8 +173,8 @@ func TestValidPath(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := validPath(tt.path); got != tt.ok {
-				t.Errorf("validPath(%q) = %v, want %v", tt.path, got, tt.ok)
+			if got := ValidPath(tt.path); got != tt.ok {
+				t.Errorf("ValidPath(%q) = %v, want %v", tt.path, got, tt.ok)
 			}
 		})
 	}

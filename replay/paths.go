@@ -10,12 +10,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// validPath reports whether p is a clean relative path: not empty, not
+// ValidPath reports whether p is a clean relative path: not empty, not
 // absolute, no empty, "." or ".." component, no NUL, no component longer
 // than NAME_MAX, and shorter than PATH_MAX (which counts the terminating NUL).
 // It runs before any system call so that a malformed path never reaches the
 // kernel.
-func validPath(p string) bool {
+func ValidPath(p string) bool {
 	if p == "" || len(p) >= unix.PathMax || p[0] == '/' {
 		return false
 	}
@@ -102,7 +102,7 @@ func pruneNames(b []byte) (map[string]bool, bool) {
 			return nil, false
 		}
 		name := string(b[:i])
-		if strings.IndexByte(name, '/') >= 0 || !validPath(name) {
+		if strings.IndexByte(name, '/') >= 0 || !ValidPath(name) {
 			return nil, false
 		}
 		keep[name] = true
