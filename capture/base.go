@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -22,13 +23,58 @@ type baseFile struct {
 	bs     int
 }
 
-// baseEntry returns what the replicas hold at rel, during a walk against a
-// base.
-func (p *processor) baseEntry(rel string) (*resync.Entry, []resync.Hash) {
+// baseClear runs, in a walk against a base, before the master's entry of
+// kind want (a symlink to target) is made at rel: the replica's entry there
+// stays if it is of that kind (and, for a file, has no other name), and is
+// removed otherwise, as it is where a record of this walk may have changed
+// what stands there. A want of 0 removes whatever is there. It reports
+// whether the entry stays, and a file's block hashes.
+func (p *processor) baseClear(rel string, want resync.Kind, target string) ([]resync.Hash, bool) {
 	if p.base == nil {
-		return nil, nil
+		return nil, false
 	}
-	return p.base.Lookup(rel)
+	if !p.baseMoved(rel) {
+		e, hs := p.base.Lookup(rel)
+		if e == nil {
+			return nil, false
+		}
+		if e.Kind == want && (want != resync.KindFile || e.Nlink == 1) && (want != resync.KindSymlink || e.Target == target) {
+			return hs, true
+		}
+	}
+	p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
+	return nil, false
+}
+
+// baseKeep pairs the master's file n, about to be made at rel, with the
+// replica's copy there when it stays: only the blocks that differ go.
+func (p *processor) baseKeep(n *node, rel string) {
+	if hs, keep := p.baseClear(rel, resync.KindFile, ""); keep {
+		p.based[n] = baseFile{hashes: hs, bs: p.base.BlockSize}
+	}
+}
+
+// baseDrop notes that a record of this walk moved or removed what the
+// replica had at rel, and everything beneath it.
+func (p *processor) baseDrop(rel string) {
+	if p.base != nil {
+		p.baseGone[rel] = true
+	}
+}
+
+// baseMoved reports whether rel or a directory above it was dropped.
+func (p *processor) baseMoved(rel string) bool {
+	for len(p.baseGone) > 0 {
+		if p.baseGone[rel] {
+			return true
+		}
+		i := strings.LastIndexByte(rel, '/')
+		if i < 0 {
+			return false
+		}
+		rel = rel[:i]
+	}
+	return false
 }
 
 // pruneNames removes from the replica's directory rel what the master's

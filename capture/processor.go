@@ -60,6 +60,7 @@ type processor struct {
 	suspect            map[*node]bool   // directories whose contents are sent again
 	base               *resync.Manifest // what the replicas hold, during the initial walk
 	based              map[*node]baseFile
+	baseGone           map[string]bool // replica paths a record of the walk against base moved or removed
 	flushErr           error
 	warnedTooDeep      bool
 	// silent: a walk only learns the tree (resume), sending nothing; what
@@ -119,10 +120,8 @@ func (p *processor) initial() error {
 	if p.s.cfg.Resume != nil {
 		return p.resume(p.s.cfg.Resume)
 	}
-	p.rebuildAt()
-	p.base = p.s.cfg.Base
-	err := p.reconcile(true)
-	p.base = nil
+	p.rebuildAt(p.s.cfg.Base)
+	err := p.reconcileWith(p.s.cfg.Base)
 	if err != nil {
 		return err
 	}
@@ -267,37 +266,45 @@ func (p *processor) flush() error {
 	return nil
 }
 
-// rebuildAt tells a Rebuilder sink that a full copy starts with the next
-// record; everything before it has been handed on.
-func (p *processor) rebuildAt() {
+// rebuildAt tells a Rebuilder sink that a full copy against base starts
+// with the next record; everything before it has been handed on.
+func (p *processor) rebuildAt(base *resync.Manifest) {
 	if rb, ok := p.sink.(Rebuilder); ok {
-		rb.RebuildAt(p.seq + 1)
+		rb.RebuildAt(p.seq+1, base)
 	}
 }
 
-// rebuild sends the whole tree again: every name, attribute and byte, as to
-// an empty replica.
-func (p *processor) rebuild() error {
+// rebuild sends the whole tree again: every name and attribute, and every
+// byte or, against a base, the blocks that differ from it.
+func (p *processor) rebuild(base *resync.Manifest) error {
 	if err := p.flush(); err != nil {
 		return err
 	}
 	p.s.stats.reconciles.Add(1)
-	before := p.seq
-	p.rebuildAt()
+	before, kept := p.seq, p.s.stats.baseSkipped.Load()
+	p.rebuildAt(base)
 	p.assert = true
-	err := p.reconcile(true)
+	err := p.reconcileWith(base)
 	p.assert = false
 	if err != nil {
 		return err
 	}
-	p.log.Info("sent a full copy of the tree", "root", p.root, "records", p.seq-before)
+	p.log.Info("sent a full copy of the tree", "root", p.root, "records", p.seq-before,
+		"against_replica_manifest", base != nil, "bytes_the_replica_had", p.s.stats.baseSkipped.Load()-kept)
 	return p.flush()
+}
+
+// reconcileWith walks the master's tree against base (nil: none).
+func (p *processor) reconcileWith(base *resync.Manifest) error {
+	p.base, p.baseGone = base, map[string]bool{}
+	defer func() { p.base, p.baseGone = nil, nil }()
+	return p.reconcile(true)
 }
 
 // tick checks the kernel's counters for loss and turns it into repairs.
 func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 	if p.s.resync.Swap(false) {
-		if err := p.rebuild(); err != nil {
+		if err := p.rebuild(p.s.resyncBase.Swap(nil)); err != nil {
 			return err
 		}
 	}

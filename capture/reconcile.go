@@ -147,6 +147,8 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 			return p.importEntry(dn, name, rel, st) // links it when it can
 		}
 		if from, ok := p.t.path(known); ok && !isAncestor(known, dn) {
+			p.baseDrop(from)
+			p.baseDrop(rel)
 			p.emit(journal.Record{Op: journal.OpRename, Path: from, Path2: rel})
 			p.attrs(rel, st)
 			op := known.links[0]
@@ -196,17 +198,15 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		n := &node{ino: st.Ino, dir: true, children: map[string]*node{}}
+		p.baseClear(rel, resync.KindDir, "")
 		p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
 		p.attrs(rel, st)
 		p.t.attach(dn, name, n)
 		return p.reconcileDir(n, rel, true)
 	case unix.S_IFREG:
-		be, hs := p.baseEntry(rel)
 		if known := p.t.byIno[st.Ino]; known != nil && !known.dir && !known.symlink {
 			if from, ok := p.linkSource(known, st.Ino); ok {
-				if be != nil {
-					p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
-				}
+				p.baseClear(rel, 0, "")
 				p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
 				p.t.attach(dn, name, known)
 				if p.distrust != nil && !p.distrust[known] {
@@ -220,14 +220,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 			p.staleIno(known)
 		}
 		n := &node{ino: st.Ino}
-		switch {
-		case be == nil:
-		case be.Kind == resync.KindFile && be.Nlink == 1:
-			// The replica's file stays; only its differing blocks go.
-			p.based[n] = baseFile{hashes: hs, bs: p.base.BlockSize}
-		default:
-			p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
-		}
+		p.baseKeep(n, rel)
 		p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
 		p.attrs(rel, st)
 		p.t.attach(dn, name, n)
@@ -241,17 +234,16 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		if err != nil {
 			return nil // gone again; its events follow
 		}
-		if be, _ := p.baseEntry(rel); be != nil && (be.Kind != resync.KindSymlink || be.Target != target) {
-			p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
-		}
 		if known := p.t.byIno[st.Ino]; known != nil && known.symlink && known.target == target {
 			if from, ok := p.linkSource(known, st.Ino); ok {
+				p.baseClear(rel, 0, "")
 				p.emit(journal.Record{Op: journal.OpLink, Path: from, Path2: rel})
 				p.t.attach(dn, name, known)
 				return nil
 			}
 			p.staleIno(known)
 		}
+		p.baseClear(rel, resync.KindSymlink, target)
 		n := &node{ino: st.Ino, symlink: true, target: target}
 		p.walkFirst[n] = rel
 		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: target})
@@ -301,21 +293,26 @@ func (p *processor) resend(dir *node, rel string) {
 func (p *processor) reassert(n *node, rel string, st *unix.Stat_t) {
 	switch {
 	case n.dir:
+		p.baseClear(rel, resync.KindDir, "")
 		p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
 	case n.symlink:
 		if first, ok := p.walkFirst[n]; ok && first != rel {
+			p.baseClear(rel, 0, "")
 			p.emit(journal.Record{Op: journal.OpLink, Path: first, Path2: rel})
 		} else {
 			p.walkFirst[n] = rel
+			p.baseClear(rel, resync.KindSymlink, n.target)
 			p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: n.target})
 		}
 	default:
 		// The first name this walk met is the one the others link to: it
 		// has been put right already, names met earlier in the model may not.
 		if first, ok := p.walkFirst[n]; ok && first != rel {
+			p.baseClear(rel, 0, "")
 			p.emit(journal.Record{Op: journal.OpLink, Path: first, Path2: rel})
 		} else {
 			p.walkFirst[n] = rel
+			p.baseKeep(n, rel)
 			p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
 		}
 	}

@@ -25,10 +25,11 @@ type Sink interface {
 }
 
 // A Rebuilder is a Sink that wants to know where full copies of the tree
-// begin: the records from seq on bring an empty replica to the master's
-// state, so a replica that cannot resume may start over there.
+// begin: the records from seq on bring a replica that holds base (an empty
+// one when base is nil) to the master's state, so a replica that cannot
+// resume may start over there.
 type Rebuilder interface {
-	RebuildAt(seq uint64)
+	RebuildAt(seq uint64, base *resync.Manifest)
 }
 
 // Config describes what to capture and the limits that apply.
@@ -107,13 +108,14 @@ type Stats struct {
 
 // Source captures one protected tree.
 type Source struct {
-	cfg      Config
-	root     string
-	k        ring
-	stats    stats
-	resync   atomic.Bool // a full copy has been asked for
-	repair   atomic.Bool // a repair of a Repairer's changes has been asked for
-	snapDirs atomic.Bool // a DirWatcher wants the directories
+	cfg        Config
+	root       string
+	k          ring
+	stats      stats
+	resync     atomic.Bool // a full copy has been asked for
+	resyncBase atomic.Pointer[resync.Manifest]
+	repair     atomic.Bool // a repair of a Repairer's changes has been asked for
+	snapDirs   atomic.Bool // a DirWatcher wants the directories
 }
 
 type stats struct {
@@ -185,9 +187,13 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 	return <-readErr
 }
 
-// Resync asks Run for a full copy of the tree, as if to an empty replica,
-// within a poll interval. A Rebuilder sink learns where it begins.
-func (s *Source) Resync() { s.resync.Store(true) }
+// Resync asks Run for a full copy of the tree within a poll interval: as
+// to an empty replica, or against base, what a replica holds (then only
+// what differs from it goes). A Rebuilder sink learns where it begins.
+func (s *Source) Resync(base *resync.Manifest) {
+	s.resyncBase.Store(base)
+	s.resync.Store(true)
+}
 
 // Stats returns the counts so far.
 func (s *Source) Stats() Stats {

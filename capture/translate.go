@@ -377,6 +377,7 @@ func (p *processor) removeName(parent *node, name, rel string) {
 	if cur.dir {
 		op = journal.OpRmdir
 	}
+	p.baseDrop(rel)
 	p.emit(journal.Record{Op: op, Path: rel})
 	p.t.detach(parent, name)
 }

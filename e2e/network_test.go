@@ -515,3 +515,44 @@ func TestMasterRestartNewReplica(t *testing.T) {
 	p.compare()
 	treecmp.AssertEqual(t, p.src, p2.dst, treecmp.Options{Owners: true})
 }
+
+// TestReplicaStaleCopy: a new replica whose root already holds an older
+// copy of the master's tree (changed blocks, extra files, an entry of the
+// wrong kind) sends its manifest; the master's full copy is made against
+// it, so only what differs crosses, while a workload runs; the trees end
+// identical and the replica was never cleared.
+func TestReplicaStaleCopy(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	const size = 64 << 20
+	for _, d := range []string{filepath.Join(p.src, "db"), filepath.Join(p.dst, "db"), filepath.Join(p.dst, "before")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeStale(t, filepath.Join(p.src, "db", "data"), filepath.Join(p.dst, "db", "data"), 3, size)
+	if err := os.WriteFile(filepath.Join(p.dst, "db", "extra"), []byte("only on the replica"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := p.replica()
+	m := p.master()
+	if err := <-p.workload(15, 1000); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, p.mmetric, "the replica to connect", func(r *monitor.Report) bool { return r.Scenarios[0].Peers[0].Connected })
+	if got := metric(t, p.mmetric, "writecap_master_replica_diffs_total"); got != 1 {
+		t.Errorf("master made %v copies against a replica's manifest, want 1", got)
+	}
+	m.stop(t)
+	if got := metric(t, p.rmetric, "writecap_replica_resets_total"); got != 0 {
+		t.Errorf("replica was cleared %v times; it should keep its data", got)
+	}
+	if got := metric(t, p.rmetric, "writecap_replica_manifests_total"); got != 1 {
+		t.Errorf("replica sent %v manifests, want 1", got)
+	}
+	rep.stop(t)
+	p.compare()
+	if had := logInt(t, m.stderr.String(), "bytes_the_replica_had"); had < size*3/4 {
+		t.Errorf("the copy found %d bytes already on the replica, of a %d-byte file with 1%% of its blocks changed", had, size)
+	}
+}

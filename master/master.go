@@ -20,6 +20,7 @@ import (
 	"github.com/writecap/writecap/capture"
 	"github.com/writecap/writecap/journal"
 	"github.com/writecap/writecap/monitor"
+	"github.com/writecap/writecap/resync"
 	"github.com/writecap/writecap/stream"
 )
 
@@ -54,11 +55,14 @@ type Config struct {
 	// changes it had not yet read from the kernel when it died are older
 	// than its last record.
 	ResumeSlack time.Duration
-	Stream      stream.SenderConfig // timeouts and window; Addr, TLS, Hello and Feed are filled in
-	Capture     capture.Config      // Root is taken from Source
-	Metrics     string              // /metrics and /status address; "" none
-	Logger      *slog.Logger
-	Ready       func() // capture is attached
+	// BlockSize is the block of the comparison with what a replica that
+	// cannot resume holds (resync.DefaultBlockSize when 0).
+	BlockSize int
+	Stream    stream.SenderConfig // timeouts and window; Addr, TLS, Hello and Feed are filled in
+	Capture   capture.Config      // Root is taken from Source
+	Metrics   string              // /metrics and /status address; "" none
+	Logger    *slog.Logger
+	Ready     func() // capture is attached
 }
 
 // Master is a running master agent.
@@ -120,6 +124,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ResumeSlack == 0 {
 		cfg.ResumeSlack = 30 * time.Second
 	}
+	if cfg.BlockSize <= 0 {
+		cfg.BlockSize = resync.DefaultBlockSize
+	}
 	if len(cfg.Replicas) == 0 {
 		return errors.New("master: no replica to stream to")
 	}
@@ -139,7 +146,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := sp.Reset(0); err != nil {
 		return err
 	}
-	m.q = &queue{m: m, spool: sp, enc: journal.NewEncoder(journal.EncoderOptions{Compress: cfg.Compress}), rebuilt: make(chan struct{}), released: make(chan struct{})}
+	m.q = &queue{m: m, spool: sp, enc: journal.NewEncoder(journal.EncoderOptions{Compress: cfg.Compress}), rebuilt: make(chan struct{}), released: make(chan struct{}),
+		full: func(base *resync.Manifest) { m.source.Resync(base) }}
 
 	cc := cfg.Capture
 	cc.Root = cfg.Source
@@ -406,15 +414,15 @@ type feed struct {
 
 var _ stream.Feed = (*feed)(nil)
 
-func (f *feed) Start(ctx context.Context, w *stream.Welcome) (stream.Cursor, *stream.Reset, error) {
-	from, how, err := f.m.q.start(ctx, w.Epoch, w.Durable)
+func (f *feed) Start(ctx context.Context, w *stream.Welcome, p stream.Peer) (stream.Cursor, *stream.Reset, error) {
+	from, how, err := f.m.q.start(ctx, w.Epoch, w.Durable, p)
 	if err != nil {
 		return nil, nil, err
 	}
 	a := stream.Ack{Received: w.Received, Applied: w.Applied, Durable: w.Durable}
 	var rs *stream.Reset
 	if how != startResume {
-		rs = &stream.Reset{Epoch: f.m.epoch, From: from, Keep: how == startRepair}
+		rs = &stream.Reset{Epoch: f.m.epoch, From: from, Keep: how == startRepair || how == startDiff}
 		a = stream.Ack{Received: from - 1, Applied: from - 1, Durable: from - 1}
 	}
 	f.mu.Lock()

@@ -12,6 +12,7 @@ var (
 	descOverflows = prometheus.NewDesc("writecap_master_spool_overflows_total", "Times the spool reached its limit.", []string{"scenario"}, nil)
 	descDropped   = prometheus.NewDesc("writecap_master_spool_dropped_records_total", "Records not spooled while the spool was at its limit (kept as a record of changes).", []string{"scenario"}, nil)
 	descOvRepairs = prometheus.NewDesc("writecap_master_spool_repairs_total", "Repairs sent for what was changed while the spool was at its limit.", []string{"scenario"}, nil)
+	descDiffs     = prometheus.NewDesc("writecap_master_replica_diffs_total", "Replicas that could not resume and got a full copy made against their manifest (only what differed sent).", []string{"scenario"}, nil)
 	descResumes   = prometheus.NewDesc("writecap_master_replica_repairs_total", "Replicas of an earlier master (restart) repaired from its activity record instead of rebuilt.", []string{"scenario"}, nil)
 	descEvicted   = prometheus.NewDesc("writecap_master_spool_evictions_total", "Times replicas away lost their place in a full spool (rebuilt when back).", []string{"scenario"}, nil)
 
@@ -32,7 +33,7 @@ type collector struct{ m *Master }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCaptured, descSpool, descSpoolDisk, descDrops, descRepairs, descReconcile,
-		descOverflows, descDropped, descOvRepairs, descResumes, descEvicted, descSent, descAcked, descApplied, descDurable, descLag, descLagBytes,
+		descOverflows, descDropped, descOvRepairs, descResumes, descDiffs, descEvicted, descSent, descAcked, descApplied, descDurable, descLag, descLagBytes,
 		descConnected, descReconnects, descSentBytes} {
 		ch <- d
 	}
@@ -57,6 +58,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	metric(descOvRepairs, prometheus.CounterValue, float64(qc.repairs))
 	metric(descEvicted, prometheus.CounterValue, float64(qc.evicted))
 	metric(descResumes, prometheus.CounterValue, float64(qc.resumes))
+	metric(descDiffs, prometheus.CounterValue, float64(qc.diffs))
 	for _, f := range m.feeds {
 		ss := f.sender.Stats()
 		a := f.ack()

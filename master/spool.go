@@ -2,12 +2,15 @@ package master
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/writecap/writecap/capture"
 	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/resync"
+	"github.com/writecap/writecap/stream"
 )
 
 // queue is the master's spool seen from both ends: the capture sink appends
@@ -25,10 +28,16 @@ type queue struct {
 	m     *Master
 	spool *journal.Spool
 	enc   *journal.Encoder
+	// full asks capture for a full copy of the tree against base (nil: as
+	// to an empty replica).
+	full func(base *resync.Manifest)
 
 	mu        sync.Mutex
 	rebuild   uint64           // first seq of the latest full copy the spool holds whole; 0: none
+	rebuiltOn *resync.Manifest // what that copy was made against: nil, an empty replica
 	rebuilt   chan struct{}    // closed and replaced when rebuild moves
+	based     sync.Mutex       // one full copy against a replica's manifest at a time
+	diffs     uint64           // full copies made against a replica's manifest
 	released  chan struct{}    // closed and replaced when the spool releases
 	changes   *journal.Changes // while overflowing: what the dropped records changed
 	repairing bool             // a repair of changes has been asked of capture
@@ -206,7 +215,7 @@ func (q *queue) RepairAt(seq uint64) *journal.Changes {
 }
 
 // RebuildAt is called by capture before a full copy's first record.
-func (q *queue) RebuildAt(seq uint64) {
+func (q *queue) RebuildAt(seq uint64, base *resync.Manifest) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.changes != nil {
@@ -221,11 +230,11 @@ func (q *queue) RebuildAt(seq uint64) {
 			return
 		}
 	}
-	q.setRebuild(seq - q.shift)
+	q.setRebuild(seq-q.shift, base)
 }
 
-func (q *queue) setRebuild(seq uint64) {
-	q.rebuild = seq
+func (q *queue) setRebuild(seq uint64, base *resync.Manifest) {
+	q.rebuild, q.rebuiltOn = seq, base
 	close(q.rebuilt)
 	q.rebuilt = make(chan struct{})
 }
@@ -237,15 +246,18 @@ const (
 	startResume  startHow = iota // from the spool, right after what it has
 	startRepair                  // keeps its data: a repair of what an earlier master recorded follows
 	startRebuild                 // throws its data away: a full copy follows
+	startDiff                    // keeps its data: a full copy against its manifest follows
 )
 
 // start decides where a replica in state (epoch, durable) resumes: right
 // after durable if the spool holds everything since; from this master's
 // first record, a repair, if an earlier master's activity record covers
-// what it lacks; else at a full copy, which it asks capture for when the
-// spool holds none. A replica that resumes while changes were dropped gets
-// their repair after the spool.
-func (q *queue) start(ctx context.Context, epoch, durable uint64) (uint64, startHow, error) {
+// what it lacks. Otherwise it asks the replica what it holds: an empty
+// replica starts at a full copy (one the spool holds, or a new one); one
+// with data keeps it and gets a full copy made against its manifest, which
+// sends only what differs. A replica that resumes while changes were
+// dropped gets their repair after the spool.
+func (q *queue) start(ctx context.Context, epoch, durable uint64, peer stream.Peer) (uint64, startHow, error) {
 	q.mu.Lock()
 	if epoch == q.m.epoch && q.holds(durable+1) {
 		q.askRepair()
@@ -259,17 +271,27 @@ func (q *queue) start(ctx context.Context, epoch, durable uint64) (uint64, start
 			"replica_epoch", epoch, "replica_durable", durable)
 		return 1, startRepair, nil
 	}
+	q.mu.Unlock()
+	m, err := manifestOf(ctx, peer, q.m.cfg.BlockSize)
+	if err != nil {
+		return 0, startRebuild, err
+	}
+	if len(m.Entries) > 0 {
+		from, err := q.diff(ctx, m, epoch, durable)
+		return from, startDiff, err
+	}
+	q.mu.Lock()
 	asked := false
 	for {
-		if q.rebuild != 0 && q.changes == nil && q.holds(q.rebuild) {
+		if q.rebuild != 0 && q.rebuiltOn == nil && q.changes == nil && q.holds(q.rebuild) {
 			from := q.rebuild
 			q.mu.Unlock()
 			return from, startRebuild, nil
 		}
 		if !asked {
-			q.m.log.Info("asking capture for a full copy of the tree for a replica that cannot resume",
+			q.m.log.Info("asking capture for a full copy of the tree for an empty replica",
 				"replica_epoch", epoch, "replica_durable", durable, "epoch", q.m.epoch)
-			q.m.source.Resync()
+			q.full(nil)
 			asked = true
 		}
 		ch := q.rebuilt
@@ -281,6 +303,44 @@ func (q *queue) start(ctx context.Context, epoch, durable uint64) (uint64, start
 		}
 		q.mu.Lock()
 	}
+}
+
+// diff asks capture for a full copy of the tree against m, a replica's
+// manifest, and returns where it begins.
+func (q *queue) diff(ctx context.Context, m *resync.Manifest, epoch, durable uint64) (uint64, error) {
+	q.based.Lock()
+	defer q.based.Unlock()
+	q.m.log.Info("asking capture for a full copy against what the replica holds: only what differs goes",
+		"replica_epoch", epoch, "replica_durable", durable, "replica_entries", len(m.Entries), "epoch", q.m.epoch)
+	q.full(m)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.rebuiltOn != m {
+		ch := q.rebuilt
+		q.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			q.mu.Lock()
+			return 0, ctx.Err()
+		case <-ch:
+		}
+		q.mu.Lock()
+	}
+	q.diffs++
+	return q.rebuild, nil
+}
+
+// manifestOf asks a replica for the manifest of what it holds.
+func manifestOf(ctx context.Context, peer stream.Peer, blockSize int) (*resync.Manifest, error) {
+	var d resync.ManifestDecoder
+	err := peer.Manifest(ctx, &stream.ManifestRequest{BlockSize: blockSize}, func(b []byte) error {
+		_, err := d.Part(b)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("master: the replica's manifest: %w", err)
+	}
+	return d.Manifest()
 }
 
 // DirsAt is called by capture with where the directories are: the activity
@@ -342,10 +402,10 @@ func (q *queue) forget(applied uint64) {
 	q.marks = q.marks[i:]
 }
 
-type queueCounts struct{ dropped, overflows, repairs, evicted, resumes uint64 }
+type queueCounts struct{ dropped, overflows, repairs, evicted, resumes, diffs uint64 }
 
 func (q *queue) counts() queueCounts {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return queueCounts{q.dropped, q.overflows, q.repairs, q.evicted, q.resumes}
+	return queueCounts{q.dropped, q.overflows, q.repairs, q.evicted, q.resumes, q.diffs}
 }

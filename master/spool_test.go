@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/resync"
+	"github.com/writecap/writecap/stream"
 )
 
 // testQueue is a master's queue without capture or replicas: what the sink
@@ -22,8 +24,16 @@ func testQueue(t *testing.T) *queue {
 	t.Cleanup(func() { sp.Close() })
 	m.al = mustNewActivity(t, dir, m.epoch, nil, log)
 	m.q = &queue{m: m, spool: sp, enc: journal.NewEncoder(journal.EncoderOptions{}),
-		rebuilt: make(chan struct{}), released: make(chan struct{})}
+		rebuilt: make(chan struct{}), released: make(chan struct{}), full: func(*resync.Manifest) {}}
+	m.cfg.BlockSize = resync.DefaultBlockSize
 	return m.q
+}
+
+// holder is a replica that holds m.
+type holder struct{ m *resync.Manifest }
+
+func (h holder) Manifest(ctx context.Context, req *stream.ManifestRequest, part func([]byte) error) error {
+	return h.m.EncodeParts(func(b []byte, _ bool) error { return part(b) })
 }
 
 func writes(first, last uint64) []journal.Record {
@@ -42,13 +52,19 @@ func writes(first, last uint64) []journal.Record {
 func TestQueueStart(t *testing.T) {
 	tests := []struct {
 		name     string
+		epoch    uint64 // the replica's, when not the master's
 		overflow bool
 		durable  uint64
+		holds    *resync.Manifest // the replica's manifest
 		wantFrom uint64
 		wantHow  startHow
 	}{
 		{name: "resume from the spool", durable: 3, wantFrom: 4, wantHow: startResume},
 		{name: "caught up, full copy after dropped changes", overflow: true, durable: 3, wantFrom: 5, wantHow: startRebuild},
+		{name: "another epoch, holding nothing: the full copy held", epoch: 4, durable: 3, wantFrom: 6, wantHow: startRebuild},
+		{name: "another epoch, holding files: a copy against them", epoch: 4, durable: 3, wantFrom: 8, wantHow: startDiff,
+			holds: &resync.Manifest{BlockSize: resync.DefaultBlockSize, Entries: []resync.Entry{{Path: "f", Kind: resync.KindFile, Size: 1, Nlink: 1}},
+				Hashes: [][]resync.Hash{{{1}}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,20 +74,37 @@ func TestQueueStart(t *testing.T) {
 			}
 			if tt.overflow {
 				q.changes = journal.NewChanges(0)
-				if err := q.Write(writes(4, 5)); err != nil {
-					t.Fatal(err)
-				}
-				q.RebuildAt(6)
-				if err := q.Write(writes(6, 7)); err != nil {
-					t.Fatal(err)
-				}
 			}
-			from, how, err := q.start(context.Background(), q.m.epoch, tt.durable)
+			if err := q.Write(writes(4, 5)); err != nil {
+				t.Fatal(err)
+			}
+			q.RebuildAt(6, nil)
+			if err := q.Write(writes(6, 7)); err != nil {
+				t.Fatal(err)
+			}
+			var asked *resync.Manifest
+			q.full = func(base *resync.Manifest) {
+				// As capture does: the copy begins after what it has.
+				asked = base
+				go q.RebuildAt(q.spool.Last()+1, base)
+			}
+			epoch := q.m.epoch
+			if tt.epoch != 0 {
+				epoch = tt.epoch
+			}
+			holds := tt.holds
+			if holds == nil {
+				holds = &resync.Manifest{BlockSize: resync.DefaultBlockSize}
+			}
+			from, how, err := q.start(context.Background(), epoch, tt.durable, holder{holds})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if from != tt.wantFrom || how != tt.wantHow {
 				t.Errorf("start(durable %d) = from %d, how %d; want from %d, how %d", tt.durable, from, how, tt.wantFrom, tt.wantHow)
+			}
+			if tt.wantHow == startDiff && (asked == nil || len(asked.Entries) != 1) {
+				t.Errorf("capture was asked for a copy against %v, want the replica's manifest", asked)
 			}
 		})
 	}

@@ -13,13 +13,14 @@ var (
 	descAdopted  = prometheus.NewDesc("writecap_replica_repairs_total", "Times a new master (restarted) kept this replica's data and repaired it.", []string{"scenario"}, nil)
 	descDiskFull = prometheus.NewDesc("writecap_replica_disk_full", "1 while applying is paused for lack of space.", []string{"scenario"}, nil)
 	descStopped  = prometheus.NewDesc("writecap_replica_stopped", "1 when applying stopped on a refused record.", []string{"scenario"}, nil)
+	descManifest = prometheus.NewDesc("writecap_replica_manifests_total", "Manifests (block hashes of what this replica holds) sent to a master, which then sent only what differed.", []string{"scenario"}, nil)
 )
 
 // collector reads the scenarios' counts when scraped.
 type collector struct{ byID map[string]*scenario }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descDurable, descApplied, descSpool, descSessions, descRefused, descResets, descAdopted, descDiskFull, descStopped} {
+	for _, d := range []*prometheus.Desc{descReceived, descDurable, descApplied, descSpool, descSessions, descRefused, descResets, descAdopted, descDiskFull, descStopped, descManifest} {
 		ch <- d
 	}
 }
@@ -47,6 +48,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRefused, s.counts.refused.Load(), id)
 		counter(descResets, s.counts.resets.Load(), id)
 		counter(descAdopted, s.counts.adoptions.Load(), id)
+		counter(descManifest, s.counts.manifests.Load(), id)
 		gauge(descDiskFull, flag(st.State == StateDiskFull), id)
 		gauge(descStopped, flag(st.State == StateStopped), id)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/writecap/writecap/journal"
 	"github.com/writecap/writecap/monitor"
 	"github.com/writecap/writecap/replay"
+	"github.com/writecap/writecap/resync"
 	"github.com/writecap/writecap/stream"
 )
 
@@ -65,7 +66,7 @@ type scenario struct {
 	stMu sync.Mutex // st is also written by the applier's checkpoints
 	st   state
 
-	counts       struct{ sessions, refused, resets, adoptions, diskFull atomic.Uint64 }
+	counts       struct{ sessions, refused, resets, adoptions, diskFull, manifests atomic.Uint64 }
 	appliedBytes atomic.Uint64
 	rate         monitor.Rate
 }
@@ -248,6 +249,37 @@ func (t *session) Reset(r *stream.Reset) error {
 	s.startApply()
 	s.signal(s.changed)
 	return nil
+}
+
+// Manifest answers a master that cannot resume this replica and would
+// rather send what differs from what it holds than everything: apply all
+// held first, since what follows is relative to it, then describe the root
+// (or the paths asked) with block hashes.
+func (t *session) Manifest(ctx context.Context, req *stream.ManifestRequest, send func(*stream.ManifestPart) error) error {
+	s := t.s
+	if err := s.drainApply(t.gen); err != nil {
+		return err
+	}
+	var (
+		m   *resync.Manifest
+		err error
+	)
+	if req.Paths != nil {
+		m, err = resync.BuildManifestOf(ctx, s.cfg.Root, req.BlockSize, req.Paths)
+	} else if req.BlockSize <= 0 || req.BlockSize > resync.MaxBlockSize {
+		err = fmt.Errorf("replica: manifest with blocks of %d bytes: %w", req.BlockSize, stream.ErrCorrupt)
+	} else {
+		m, err = resync.BuildManifest(ctx, s.cfg.Root, req.BlockSize, nil, nil)
+	}
+	if err != nil {
+		return err
+	}
+	s.counts.manifests.Add(1)
+	s.log.Info("sending the master what this replica holds, so that it sends only what differs",
+		"entries", len(m.Entries), "block_size", m.BlockSize, "paths_asked", len(req.Paths))
+	return m.EncodeParts(func(b []byte, last bool) error {
+		return send(&stream.ManifestPart{Data: b, Last: last})
+	})
 }
 
 // setSaved replaces the state, durably, then in memory.

@@ -50,8 +50,9 @@ type part struct {
 }
 
 // EncodeParts writes m as parts, each framed with its length and CRC, and
-// calls emit with each; the parts of a manifest may travel one by one.
-func (m *Manifest) EncodeParts(emit func(part []byte) error) error {
+// calls emit with each, saying which is the last; the parts of a manifest
+// may travel one by one.
+func (m *Manifest) EncodeParts(emit func(part []byte, last bool) error) error {
 	p := part{BlockSize: m.BlockSize}
 	size := 0
 	flush := func(last bool) error {
@@ -63,7 +64,7 @@ func (m *Manifest) EncodeParts(emit func(part []byte) error) error {
 		b := make([]byte, 8, 8+len(body))
 		binary.LittleEndian.PutUint32(b, uint32(len(body)))
 		binary.LittleEndian.PutUint32(b[4:], crc32.Checksum(body, castagnoli))
-		if err := emit(append(b, body...)); err != nil {
+		if err := emit(append(b, body...), last); err != nil {
 			return err
 		}
 		p.Entries, size = p.Entries[:0], 0
@@ -114,7 +115,7 @@ func (m *Manifest) WriteTo(w io.Writer) (int64, error) {
 	if err != nil {
 		return total, err
 	}
-	err = m.EncodeParts(func(b []byte) error {
+	err = m.EncodeParts(func(b []byte, _ bool) error {
 		n, err := w.Write(b)
 		total += int64(n)
 		return err

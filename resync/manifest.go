@@ -2,13 +2,19 @@ package resync
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/replay"
 )
 
 // Manifest is a tree as one side holds it: every entry, and the block
@@ -97,6 +103,80 @@ func hashFile(ctx context.Context, p string, size int64, bs int) ([]Hash, error)
 		return nil, fmt.Errorf("resync: hash %s: %w", p, err)
 	}
 	return hs, nil
+}
+
+// BuildManifestOf makes the manifest of the named paths beneath root only
+// (those that exist), as a replica answers a master that repairs them. The
+// paths come from the other side: each must be clean and relative, and is
+// resolved without leaving root.
+func BuildManifestOf(ctx context.Context, root string, blockSize int, paths []string) (*Manifest, error) {
+	if blockSize <= 0 || blockSize > MaxBlockSize {
+		return nil, fmt.Errorf("resync: block size %d", blockSize)
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("resync: %w", err)
+	}
+	defer r.Close()
+	sorted := slices.Clone(paths)
+	slices.SortFunc(sorted, comparePaths)
+	sorted = slices.Compact(sorted)
+	m := &Manifest{BlockSize: blockSize}
+	for _, p := range sorted {
+		if !replay.ValidPath(p) {
+			return nil, fmt.Errorf("resync: manifest of %q: not a clean relative path", p)
+		}
+		e, hs, err := entryOf(ctx, r, p, blockSize)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			m.Entries = append(m.Entries, *e)
+			m.Hashes = append(m.Hashes, hs)
+		}
+	}
+	return m, nil
+}
+
+// entryOf describes one path beneath r; nil for kinds sync does not carry.
+func entryOf(ctx context.Context, r *os.Root, p string, bs int) (*Entry, []Hash, error) {
+	fi, err := r.Lstat(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, nil, fmt.Errorf("resync: %s: no stat", p)
+	}
+	e := &Entry{Path: p, Mode: uint32(st.Mode) & 0o7777, UID: st.Uid, GID: st.Gid, Size: st.Size,
+		MTime: st.Mtim.Nano(), Dev: st.Dev, Ino: st.Ino, Nlink: uint32(st.Nlink)}
+	switch {
+	case fi.Mode().IsRegular():
+		e.Kind = KindFile
+		f, err := r.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer f.Close()
+		hs, err := HashBlocks(ctx, f, e.Size, bs)
+		if err != nil {
+			return nil, nil, fmt.Errorf("resync: hash %s: %w", p, err)
+		}
+		return e, hs, nil
+	case fi.IsDir():
+		e.Kind, e.Size = KindDir, 0
+	case fi.Mode()&fs.ModeSymlink != 0:
+		e.Kind = KindSymlink
+		if e.Target, err = r.Readlink(p); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, nil
+	}
+	return e, nil, nil
 }
 
 // Lookup returns the entry at rel and, for a file, its block hashes.

@@ -39,11 +39,14 @@
 //	5     heartbeat  both ways          Heartbeat
 //	6     close      both ways          Close
 //	7     reset      master -> replica  Reset
+//	8     manifest request  master -> replica  ManifestRequest
+//	9     manifest part     replica -> master  ManifestPart
 //
 // The body of a control frame is one msgpack map from field names to values,
 // nothing before or after it. The names are the msgpack tags of the message
 // structs (version, scenario, master, replica, epoch, root, compress,
-// received, applied, durable, time, reason, from, keep). Integers use msgpack's smallest
+// received, applied, durable, time, reason, from, keep, block_size, paths,
+// data, last). Integers use msgpack's smallest
 // form. A decoder ignores names it does not know and leaves missing fields at
 // zero, so a later version can add fields without a new frame version.
 //
@@ -60,6 +63,10 @@
 // from From on, a full copy of the tree followed by the changes since,
 // rebuild it. With Keep set the replica keeps its data and the batches
 // from From on repair it (a master restarted from its activity record).
+// Before a Reset the master may send ManifestRequest: the replica applies
+// all it holds, then answers with its manifest (package resync) in
+// ManifestPart frames, the last marked, while its heartbeats go on; the
+// batches after the Reset{Keep} then carry only what differs from it.
 // The master stops sending once a window of bytes is sent and not yet
 // acknowledged as received, so a slow replica holds back the sender rather
 // than the master's memory; a side whose connection makes no progress for a

@@ -27,11 +27,16 @@ const (
 	FrameHeartbeat FrameType = 5 // both ways: Heartbeat
 	FrameClose     FrameType = 6 // both ways: Close, the reason a side hangs up
 	FrameReset     FrameType = 7 // master -> replica: Reset, start over from a full copy
+	// master -> replica, before a Reset: ManifestRequest
+	FrameManifestRequest FrameType = 8
+	// replica -> master, the answer: ManifestPart, one or more
+	FrameManifestPart FrameType = 9
 )
 
 var frameNames = [...]string{
 	FrameHello: "hello", FrameWelcome: "welcome", FrameBatch: "batch",
 	FrameAck: "ack", FrameHeartbeat: "heartbeat", FrameClose: "close", FrameReset: "reset",
+	FrameManifestRequest: "manifest request", FrameManifestPart: "manifest part",
 }
 
 func (t FrameType) String() string {
@@ -41,14 +46,14 @@ func (t FrameType) String() string {
 	return fmt.Sprintf("FrameType(%d)", uint8(t))
 }
 
-func (t FrameType) valid() bool { return t >= FrameHello && t <= FrameReset }
+func (t FrameType) valid() bool { return t >= FrameHello && t <= FrameManifestPart }
 
 // control reports whether frames of type t carry a message rather than a batch.
 func (t FrameType) control() bool { return t.valid() && t != FrameBatch }
 
 // Version is the protocol version, in every frame header and in Hello and
 // Welcome. Wire format.
-const Version = 1
+const Version = 2
 
 // FrameHeaderSize is the size of the fixed header that precedes a frame's body.
 const FrameHeaderSize = 12

@@ -125,7 +125,8 @@ func wantKind(t testing.TB, err error, kind string) {
 func TestFrameTypeString(t *testing.T) {
 	want := map[stream.FrameType]string{
 		0: "FrameType(0)", stream.FrameHello: "hello", stream.FrameWelcome: "welcome", stream.FrameBatch: "batch",
-		stream.FrameAck: "ack", stream.FrameHeartbeat: "heartbeat", stream.FrameClose: "close", stream.FrameReset: "reset", 8: "FrameType(8)", 255: "FrameType(255)",
+		stream.FrameAck: "ack", stream.FrameHeartbeat: "heartbeat", stream.FrameClose: "close", stream.FrameReset: "reset",
+		stream.FrameManifestRequest: "manifest request", stream.FrameManifestPart: "manifest part", 10: "FrameType(10)", 255: "FrameType(255)",
 	}
 	for ft, s := range want {
 		if ft.String() != s {
@@ -152,6 +153,9 @@ func goldenFrames(t testing.TB) []frame {
 		{stream.FrameClose, msgBody(t, stream.Close{Reason: "replica: scenario \"pg-other\" not served"})},
 		{stream.FrameReset, msgBody(t, stream.Reset{Epoch: 1<<40 + 1, From: 1<<32 + 21})},
 		{stream.FrameReset, msgBody(t, stream.Reset{Epoch: 1<<40 + 2, From: 1, Keep: true})},
+		{stream.FrameManifestRequest, msgBody(t, stream.ManifestRequest{BlockSize: 65536})},
+		{stream.FrameManifestRequest, msgBody(t, stream.ManifestRequest{BlockSize: 4096, Paths: []string{"base/16384/2619", "pg_wal"}})},
+		{stream.FrameManifestPart, msgBody(t, stream.ManifestPart{Data: []byte("WCMF part bytes"), Last: true})},
 	}
 }
 
@@ -200,7 +204,7 @@ func hexLines(b []byte) string {
 func TestFrameLayout(t *testing.T) {
 	body := []byte("hello, replica")
 	b := encodeFrames(t, frame{stream.FrameBatch, body})
-	want := []byte{'W', 'F', 1, 3, byte(len(body)), 0, 0, 0}
+	want := []byte{'W', 'F', 2, 3, byte(len(body)), 0, 0, 0}
 	if !bytes.Equal(b[:offCRC], want) {
 		t.Fatalf("header % x, want % x", b[:offCRC], want)
 	}
@@ -290,14 +294,15 @@ func TestReadFrameRejects(t *testing.T) {
 		{name: "bad magic", bad: resealed(func(b []byte) { b[1] = 'X' }), kind: "corrupt", msg: `bad magic "WX", want "WF"`},
 		{name: "garbage", bad: []byte("junk after the frame"), kind: "corrupt", msg: `bad magic "ju", want "WF"`},
 		{name: "short garbage", bad: []byte("X"), kind: "corrupt", msg: `bad magic "X", want "WF"`},
-		{name: "version 2", bad: resealed(func(b []byte) { b[offVersion] = 2 }), kind: "version", msg: "protocol version 2, want 1"},
-		{name: "version 0 with bad crc", bad: edit(func(b []byte) { b[offVersion] = 0 }), kind: "version", msg: "protocol version 0, want 1"},
+		{name: "version 3", bad: resealed(func(b []byte) { b[offVersion] = 3 }), kind: "version", msg: "protocol version 3, want 2"},
+		{name: "version 1", bad: resealed(func(b []byte) { b[offVersion] = 1 }), kind: "version", msg: "protocol version 1, want 2"},
+		{name: "version 0 with bad crc", bad: edit(func(b []byte) { b[offVersion] = 0 }), kind: "version", msg: "protocol version 0, want 2"},
 		{name: "flipped body byte", bad: edit(func(b []byte) { b[hdrSize+3] ^= 0x10 }), kind: "corrupt",
 			msg: fmt.Sprintf("crc mismatch (stored %#08x, computed ", le.Uint32(next[offCRC:]))},
 		{name: "flipped crc", bad: edit(func(b []byte) { b[offCRC] ^= 1 }), kind: "corrupt", msg: "crc mismatch (stored 0x"},
 		{name: "flipped type", bad: edit(func(b []byte) { b[offType] = byte(stream.FrameAck) }), kind: "corrupt", msg: "crc mismatch"},
 		{name: "type 0", bad: resealed(func(b []byte) { b[offType] = 0 }), kind: "corrupt", msg: "unknown frame type 0"},
-		{name: "type 8", bad: resealed(func(b []byte) { b[offType] = 8 }), kind: "corrupt", msg: "unknown frame type 8"},
+		{name: "type 10", bad: resealed(func(b []byte) { b[offType] = 10 }), kind: "corrupt", msg: "unknown frame type 10"},
 		{name: "body over max", bad: resealed(func(b []byte) { le.PutUint32(b[offLength:], stream.MaxFrameBody+1) }), kind: "corrupt",
 			msg: fmt.Sprintf("batch body length %d exceeds %d", stream.MaxFrameBody+1, stream.MaxFrameBody)},
 		{name: "body length max uint32", bad: resealed(func(b []byte) { le.PutUint32(b[offLength:], 1<<32-1) }), kind: "corrupt",
@@ -477,7 +482,7 @@ func TestWriteFrameRejects(t *testing.T) {
 		msg  string
 	}{
 		{name: "type 0", t: 0, msg: "stream: writing a frame of unknown type 0"},
-		{name: "type 8", t: 8, msg: "stream: writing a frame of unknown type 8"},
+		{name: "type 10", t: 10, msg: "stream: writing a frame of unknown type 10"},
 		{name: "body over max", t: stream.FrameBatch, body: make([]byte, stream.MaxFrameBody+1),
 			msg: fmt.Sprintf("stream: writing a batch frame: body of %d bytes exceeds %d", stream.MaxFrameBody+1, stream.MaxFrameBody)},
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // A Message is the body of a control frame: Hello, Welcome, Ack, Heartbeat,
-// Close or Reset. Each is a msgpack map keyed by the names in its msgpack tags,
+// Close, Reset, ManifestRequest or ManifestPart. Each is a msgpack map keyed by the names in its msgpack tags,
 // which are wire format; a decoder ignores keys it does not know, so later
 // versions can add fields.
 type Message interface{ Type() FrameType }
@@ -63,17 +63,35 @@ type Reset struct {
 	Keep  bool   `msgpack:"keep"`
 }
 
+// ManifestRequest asks a replica that cannot resume, before its Reset, for
+// the manifest of what it holds (entries and block hashes, of the whole
+// tree or of Paths only): what follows the Reset then sends only what
+// differs from it.
+type ManifestRequest struct {
+	BlockSize int      `msgpack:"block_size"`
+	Paths     []string `msgpack:"paths"` // nil: the whole tree
+}
+
+// ManifestPart is one part of a replica's manifest, in resync's manifest
+// wire format; the last says so.
+type ManifestPart struct {
+	Data []byte `msgpack:"data"`
+	Last bool   `msgpack:"last"`
+}
+
 // Close is the reason a side hangs up, sent as its last frame.
 type Close struct {
 	Reason string `msgpack:"reason"`
 }
 
-func (Hello) Type() FrameType     { return FrameHello }
-func (Welcome) Type() FrameType   { return FrameWelcome }
-func (Ack) Type() FrameType       { return FrameAck }
-func (Heartbeat) Type() FrameType { return FrameHeartbeat }
-func (Close) Type() FrameType     { return FrameClose }
-func (Reset) Type() FrameType     { return FrameReset }
+func (Hello) Type() FrameType           { return FrameHello }
+func (Welcome) Type() FrameType         { return FrameWelcome }
+func (Ack) Type() FrameType             { return FrameAck }
+func (Heartbeat) Type() FrameType       { return FrameHeartbeat }
+func (Close) Type() FrameType           { return FrameClose }
+func (Reset) Type() FrameType           { return FrameReset }
+func (ManifestRequest) Type() FrameType { return FrameManifestRequest }
+func (ManifestPart) Type() FrameType    { return FrameManifestPart }
 
 // DecodeMsg decodes the body of a control frame of type t. The message is a
 // pointer (*Hello, not Hello). Errors wrap ErrCorrupt and name the type.
@@ -92,6 +110,10 @@ func DecodeMsg(t FrameType, body []byte) (Message, error) {
 		m = new(Close)
 	case FrameReset:
 		m = new(Reset)
+	case FrameManifestRequest:
+		m = new(ManifestRequest)
+	case FrameManifestPart:
+		m = new(ManifestPart)
 	case FrameBatch:
 		return nil, corruptf("stream: a batch frame holds no message")
 	default:

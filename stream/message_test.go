@@ -32,6 +32,8 @@ func TestMessageRoundTrip(t *testing.T) {
 		{name: "close", msg: stream.Close{Reason: "unknown scenario \"x\": naïve ☃"}},
 		{name: "close zero", msg: stream.Close{}},
 		{name: "reset", msg: stream.Reset{Epoch: 1 << 40, From: 12}},
+		{name: "manifest request", msg: stream.ManifestRequest{BlockSize: 4096, Paths: []string{"a/b", "c"}}},
+		{name: "manifest part", msg: stream.ManifestPart{Data: []byte{1, 2, 3}, Last: true}},
 		{name: "pointer", msg: &stream.Ack{Received: 5}},
 	}
 	for _, tt := range tests {
@@ -77,6 +79,8 @@ func TestMessageKeys(t *testing.T) {
 		{stream.Heartbeat{}, "time"},
 		{stream.Close{}, "reason"},
 		{stream.Reset{}, "epoch from keep"},
+		{stream.ManifestRequest{}, "block_size paths"},
+		{stream.ManifestPart{}, "data last"},
 	}
 	for _, tt := range tests {
 		var m map[string]any
@@ -132,7 +136,7 @@ func TestDecodeMsgRejects(t *testing.T) {
 		msg  string
 	}{
 		{name: "batch", t: stream.FrameBatch, body: ack, msg: "stream: a batch frame holds no message"},
-		{name: "unknown type", t: 9, body: ack, msg: "stream: unknown frame type 9 holds no message"},
+		{name: "unknown type", t: 10, body: ack, msg: "stream: unknown frame type 10 holds no message"},
 		{name: "empty", t: stream.FrameAck, msg: "stream: ack message: empty body"},
 		{name: "nil", t: stream.FrameAck, body: []byte{0xc0}, msg: "stream: ack message: body starts with 0xc0, not a msgpack map"},
 		{name: "array", t: stream.FrameAck, body: mp([]uint64{1, 2, 3}), msg: "stream: ack message: body starts with 0x93, not a msgpack map"},

@@ -24,6 +24,9 @@ type Target interface {
 	Progress() Ack
 	// Changed is signalled when Progress has moved.
 	Changed() <-chan struct{}
+	// Manifest answers a ManifestRequest: the manifest of what the replica
+	// holds once it has applied all it holds, in parts handed to send.
+	Manifest(ctx context.Context, req *ManifestRequest, send func(*ManifestPart) error) error
 	// End says the session is over: another may start.
 	End(err error)
 }
@@ -153,7 +156,7 @@ func (s *Receiver) session(ctx context.Context, tc *tls.Conn, fr *FrameReader, f
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { errc <- result{false, s.ackLoop(ctx, fw, tgt)} }()
-	go func() { errc <- result{true, s.readLoop(fr, tgt)} }()
+	go func() { errc <- result{true, s.readLoop(ctx, fr, fw, tgt)} }()
 	first := <-errc
 	err := first.err
 	if !errors.Is(err, ErrClosedByPeer) && ctx.Err() == nil {
@@ -173,7 +176,7 @@ func (s *Receiver) session(ctx context.Context, tc *tls.Conn, fr *FrameReader, f
 	return err
 }
 
-func (s *Receiver) readLoop(fr *FrameReader, tgt Target) error {
+func (s *Receiver) readLoop(ctx context.Context, fr *FrameReader, fw *lockedWriter, tgt Target) error {
 	for {
 		t, body, err := fr.ReadFrame()
 		if err != nil {
@@ -195,11 +198,16 @@ func (s *Receiver) readLoop(fr *FrameReader, tgt Target) error {
 			if err := tgt.Reset(m); err != nil {
 				return err
 			}
+		case *ManifestRequest:
+			// The ack loop's heartbeats go on while the tree is hashed.
+			if err := tgt.Manifest(ctx, m, func(p *ManifestPart) error { return fw.msg(p) }); err != nil {
+				return err
+			}
 		case *Heartbeat:
 		case *Close:
 			return fmt.Errorf("stream: master closed the session: %s: %w", m.Reason, ErrClosedByPeer)
 		default:
-			return unexpected(m, "batch, reset or heartbeat")
+			return unexpected(m, "batch, reset, manifest request or heartbeat")
 		}
 	}
 }

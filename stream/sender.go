@@ -20,10 +20,18 @@ import (
 type Feed interface {
 	// Start answers a replica's Welcome with the cursor its batches come
 	// from and, when it cannot resume where it stands, the Reset that makes
-	// it start over. It may wait (for a full copy to begin) until ctx ends.
-	Start(ctx context.Context, w *Welcome) (Cursor, *Reset, error)
+	// it start over. It may ask the replica what it holds through p, and
+	// wait (for a full copy to begin) until ctx ends.
+	Start(ctx context.Context, w *Welcome, p Peer) (Cursor, *Reset, error)
 	// Progress reports the replica's acknowledgements as they arrive.
 	Progress(a Ack)
+}
+
+// Peer is the replica as a Feed sees it before the session starts.
+type Peer interface {
+	// Manifest asks the replica for its manifest and hands each part's
+	// data to part, in order, until the last.
+	Manifest(ctx context.Context, req *ManifestRequest, part func(data []byte) error) error
 }
 
 // Cursor yields batches in order; journal.Cursor is one.
@@ -204,7 +212,7 @@ func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
 	s.log.Info("replica connected", "identity", PeerName(tc.ConnectionState()), "epoch", welcome.Epoch,
 		"durable", welcome.Durable, "applied", welcome.Applied)
 
-	cur, reset, err := s.start(sctx, fw, welcome)
+	cur, reset, err := s.start(sctx, fw, fr, welcome)
 	if err != nil {
 		return true, err
 	}
@@ -256,7 +264,7 @@ func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
 
 // start asks the Feed where the session starts, sending heartbeats while
 // it waits (it may wait for a full copy to begin).
-func (s *Sender) start(ctx context.Context, fw *lockedWriter, w *Welcome) (Cursor, *Reset, error) {
+func (s *Sender) start(ctx context.Context, fw *lockedWriter, fr *FrameReader, w *Welcome) (Cursor, *Reset, error) {
 	done := make(chan struct{})
 	beating := make(chan struct{})
 	go func() {
@@ -274,10 +282,45 @@ func (s *Sender) start(ctx context.Context, fw *lockedWriter, w *Welcome) (Curso
 			}
 		}
 	}()
-	cur, reset, err := s.cfg.Feed.Start(ctx, w)
+	cur, reset, err := s.cfg.Feed.Start(ctx, w, &peer{s: s, fw: fw, fr: fr})
 	close(done)
 	<-beating
 	return cur, reset, err
+}
+
+// peer reads the replica's answers while the session has not started:
+// only Start reads then.
+type peer struct {
+	s  *Sender
+	fw *lockedWriter
+	fr *FrameReader
+}
+
+var _ Peer = (*peer)(nil)
+
+func (p *peer) Manifest(ctx context.Context, req *ManifestRequest, part func([]byte) error) error {
+	if err := p.fw.msg(req); err != nil {
+		return fmt.Errorf("stream: manifest request to %s: %w", p.s.cfg.Addr, err)
+	}
+	for ctx.Err() == nil {
+		m, err := readMsg(p.fr)
+		if err != nil {
+			return fmt.Errorf("stream: manifest from %s: %w", p.s.cfg.Addr, err)
+		}
+		switch m := m.(type) {
+		case *ManifestPart:
+			if err := part(m.Data); err != nil {
+				return err
+			}
+			if m.Last {
+				return nil
+			}
+		case *Ack, *Heartbeat:
+		default:
+			return unexpected(m, "manifest part")
+		}
+	}
+	return ctx.Err()
 }
 
 // readLoop takes the replica's acknowledgements.

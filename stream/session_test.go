@@ -443,6 +443,10 @@ type testFeed struct {
 	// Keep repairs it from right after its Durable seq (a new master
 	// taking over an earlier one's replicas).
 	keep bool
+	// ask, when set, is sent to the replica before the session starts;
+	// parts are the data of its answer.
+	ask   *stream.ManifestRequest
+	parts []string
 
 	mu     sync.Mutex
 	starts []stream.Welcome
@@ -453,9 +457,20 @@ type testFeed struct {
 	acks   []stream.Ack
 }
 
-func (f *testFeed) Start(ctx context.Context, w *stream.Welcome) (stream.Cursor, *stream.Reset, error) {
+func (f *testFeed) Start(ctx context.Context, w *stream.Welcome, p stream.Peer) (stream.Cursor, *stream.Reset, error) {
 	if f.startWait != nil {
 		f.startWait(ctx)
+	}
+	if f.ask != nil {
+		err := p.Manifest(ctx, f.ask, func(d []byte) error {
+			f.mu.Lock()
+			f.parts = append(f.parts, string(d))
+			f.mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
 	}
 	from := w.Durable + 1
 	first := f.spool.First()
@@ -602,7 +617,8 @@ type testReplica struct {
 type sessionLog struct {
 	welcome stream.Welcome
 	resets  []stream.Reset
-	events  []string // "reset", "batch", in order
+	asked   []stream.ManifestRequest
+	events  []string // "manifest", "reset", "batch", in order
 	batches []span   // batches offered
 	refused int      // batches refused
 	ended   bool
@@ -795,6 +811,20 @@ func (s *replicaSession) Progress() stream.Ack {
 }
 
 func (s *replicaSession) Changed() <-chan struct{} { return s.r.changed }
+
+// Manifest answers with three parts naming the request.
+func (s *replicaSession) Manifest(ctx context.Context, req *stream.ManifestRequest, send func(*stream.ManifestPart) error) error {
+	s.r.mu.Lock()
+	s.log.asked = append(s.log.asked, *req)
+	s.log.events = append(s.log.events, "manifest")
+	s.r.mu.Unlock()
+	for i := range 3 {
+		if err := send(&stream.ManifestPart{Data: []byte(fmt.Sprintf("part %d, blocks of %d", i, req.BlockSize)), Last: i == 2}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func (s *replicaSession) End(err error) {
 	defer s.r.ev.notify()
@@ -1063,6 +1093,7 @@ func TestSessionReset(t *testing.T) {
 		holds    int    // records the replica holds
 		released uint64 // the master's spool has released up to this seq
 		keep     bool   // the Feed keeps the replica's data
+		manifest bool   // the Feed asks for the replica's manifest first
 		wantFrom uint64
 		wantKept int // records the replica keeps through the reset
 	}{
@@ -1070,6 +1101,7 @@ func TestSessionReset(t *testing.T) {
 		{name: "replica of another epoch", epoch: masterEpoch - 1, holds: 8, wantFrom: 1},
 		{name: "master no longer holds what the replica lacks", epoch: masterEpoch, holds: 4, released: 8, wantFrom: 9},
 		{name: "replica of an earlier master keeps its data", epoch: masterEpoch - 1, holds: 10, keep: true, wantFrom: 11, wantKept: 10},
+		{name: "manifest asked before the reset", epoch: masterEpoch - 1, holds: 10, keep: true, manifest: true, wantFrom: 11, wantKept: 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1081,10 +1113,23 @@ func TestSessionReset(t *testing.T) {
 			}
 			g.rep = newTestReplica(t, g.ev, tt.epoch, recs[:tt.holds])
 			g.feed.keep = tt.keep
+			if tt.manifest {
+				g.feed.ask = &stream.ManifestRequest{BlockSize: 4096, Paths: []string{"a"}}
+			}
 			g.start(stream.SenderConfig{}, stream.ReceiverConfig{})
 			g.waitHeld(n, 0)
 
 			l := g.rep.session(0)
+			if tt.manifest {
+				if l.events[0] != "manifest" || len(l.asked) != 1 || l.asked[0].BlockSize != 4096 || !slices.Equal(l.asked[0].Paths, []string{"a"}) {
+					t.Fatalf("the Target saw %v asked %+v, want the manifest request first", l.events, l.asked)
+				}
+				want := []string{"part 0, blocks of 4096", "part 1, blocks of 4096", "part 2, blocks of 4096"}
+				if !slices.Equal(g.feed.parts, want) {
+					t.Fatalf("the Feed got parts %q, want %q", g.feed.parts, want)
+				}
+				l.events = l.events[1:]
+			}
 			wantReset := stream.Reset{Epoch: masterEpoch, From: tt.wantFrom, Keep: tt.keep}
 			if resets := g.feed.resetsSent(); len(resets) != 1 || resets[0] == nil || *resets[0] != wantReset {
 				t.Fatalf("the Feed answered %v, want %+v", resets, wantReset)
