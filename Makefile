@@ -29,9 +29,13 @@ fuzz:
 	$(GO) test ./master -run '^$$' -fuzz '^FuzzReadActivity$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./capture -run '^$$' -fuzz '^FuzzCheckEvent$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./stream -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./resync -run '^$$' -fuzz '^FuzzReadManifest$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./resync -run '^$$' -fuzz '^FuzzParseCheckpoint$$' -fuzztime $(FUZZTIME)
 
-# One run, one process: the 4 KiB pwrite loop without and with capture, and
+# One run, one process: the 4 KiB pwrite loop without and with capture,
 # sequential 1 MiB writes without and with replication to a replica over
-# loopback TLS (WRITECAP_BENCH_BYTES sets the size, default 2 GiB).
+# loopback TLS (WRITECAP_BENCH_BYTES sets the size, default 2 GiB), pgbench
+# with and without replication, and sync against rsync and cp
+# (WRITECAP_SYNC_BYTES, WRITECAP_SYNC_FILES).
 bench:
 	$(GO) test ./bench -run '^$$' -bench . -benchtime 1x -count 1 -v -timeout 60m

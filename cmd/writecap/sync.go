@@ -58,6 +58,7 @@ resumes without redoing the files it completed.`,
 			return nil
 		},
 	}
+	cmd.AddCommand(exportCmd(), importCmd(), volumeCmd())
 	f := cmd.Flags()
 	f.StringVar(&src, "source", "", "directory to copy from")
 	f.StringVar(&dst, "target", "", "directory to bring to the source's state")
