@@ -8,18 +8,6 @@ import (
 	"testing"
 )
 
-// requireRoot skips a privileged test, unless CI demands it run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("WRITECAP_REQUIRE_BPF") == "1" {
-		t.Fatal("WRITECAP_REQUIRE_BPF=1 but this test needs root")
-	}
-	t.Skip("needs root")
-}
-
 // randBytes returns n bytes from a seeded generator.
 func randBytes(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))

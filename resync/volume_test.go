@@ -21,9 +21,9 @@ import (
 	"github.com/writecap/writecap/internal/treecmp"
 )
 
-// volNeedRoot skips a test that needs root and tools, unless CI demands
+// needRoot skips a test that needs root and tools, unless CI demands
 // that it run.
-func volNeedRoot(t *testing.T, tools ...string) {
+func needRoot(t *testing.T, tools ...string) {
 	t.Helper()
 	why := ""
 	if os.Geteuid() != 0 {
@@ -54,9 +54,9 @@ func volCmd(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// volMount mounts the image img through a loop device on a new directory;
+// mountImage mounts the image img through a loop device on a new directory;
 // umount undoes it, and so does the test's end when it was not called.
-func volMount(t *testing.T, img, opts string) (dir string, umount func()) {
+func mountImage(t *testing.T, img, opts string) (dir string, umount func()) {
 	t.Helper()
 	dir = t.TempDir()
 	volCmd(t, "mount", "-o", "loop,"+opts, img, dir)
@@ -214,8 +214,8 @@ var volFS = []struct {
 	{name: "xfs", mkfs: []string{"mkfs.xfs", "-q", "-f"}, opts: ",nouuid"},
 }
 
-// volMakeFS makes an image of size bytes holding a new file system.
-func volMakeFS(t *testing.T, mkfs []string, size int64) string {
+// makeFS makes an image of size bytes holding a new file system.
+func makeFS(t *testing.T, mkfs []string, size int64) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "source.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -231,20 +231,20 @@ func volMakeFS(t *testing.T, mkfs []string, size int64) string {
 // volSameTrees mounts both images read-only and compares their trees.
 func volSameTrees(t *testing.T, src, tgt, opts string) {
 	t.Helper()
-	a, umountA := volMount(t, src, "ro")
-	b, umountB := volMount(t, tgt, "ro"+opts)
+	a, umountA := mountImage(t, src, "ro")
+	b, umountB := mountImage(t, tgt, "ro"+opts)
 	treecmp.AssertEqual(t, a, b, treecmp.Options{Owners: true})
 	umountB()
 	umountA()
 }
 
 func TestSyncVolumeFS(t *testing.T) {
-	volNeedRoot(t, "mount", "mkfs.ext4", "dumpe2fs", "mkfs.xfs", "xfs_db", "xfs_logprint")
+	needRoot(t, "mount", "mkfs.ext4", "dumpe2fs", "mkfs.xfs", "xfs_db", "xfs_logprint")
 	const size = 300 << 20
 	for _, tt := range volFS {
 		t.Run(tt.name, func(t *testing.T) {
-			src := volMakeFS(t, tt.mkfs, size)
-			mnt, umount := volMount(t, src, "rw")
+			src := makeFS(t, tt.mkfs, size)
+			mnt, umount := mountImage(t, src, "rw")
 			volPopulate(t, mnt)
 			umount()
 
@@ -266,7 +266,7 @@ func TestSyncVolumeFS(t *testing.T) {
 			}
 			volSameTrees(t, src, tgt, tt.opts)
 
-			mnt, umount = volMount(t, src, "rw")
+			mnt, umount = mountImage(t, src, "rw")
 			volWriteAt(t, filepath.Join(mnt, "big"), []byte("changed on the source"), 3<<20)
 			umount()
 			st = volSyncT(t, o)
@@ -279,7 +279,7 @@ func TestSyncVolumeFS(t *testing.T) {
 
 			// The replica is a working file system: file-level replication
 			// can continue in it. A volume sync undoes what was written.
-			mnt, umount = volMount(t, tgt, "rw"+tt.opts)
+			mnt, umount = mountImage(t, tgt, "rw"+tt.opts)
 			volWrite(t, filepath.Join(mnt, "on-the-replica"), []byte("written after the volume sync"))
 			if b, err := os.ReadFile(filepath.Join(mnt, "on-the-replica")); err != nil || string(b) != "written after the volume sync" {
 				t.Errorf("read back from the mounted replica: %q, %v", b, err)
@@ -298,7 +298,7 @@ func TestSyncVolumeFS(t *testing.T) {
 // map in use; a crash-consistent copy, whose journal or log holds
 // allocations the map does not show yet, has every block sent.
 func TestSyncVolumeSnapshots(t *testing.T) {
-	volNeedRoot(t, "mount", "mkfs.ext4", "dumpe2fs", "mkfs.xfs", "xfs_db", "xfs_logprint", "fsfreeze", "cp")
+	needRoot(t, "mount", "mkfs.ext4", "dumpe2fs", "mkfs.xfs", "xfs_db", "xfs_logprint", "fsfreeze", "cp")
 	files := []struct {
 		name string
 		size int
@@ -310,8 +310,8 @@ func TestSyncVolumeSnapshots(t *testing.T) {
 				name = fsys.name + " frozen"
 			}
 			t.Run(name, func(t *testing.T) {
-				src := volMakeFS(t, fsys.mkfs, 300<<20)
-				mnt, umount := volMount(t, src, "rw")
+				src := makeFS(t, fsys.mkfs, 300<<20)
+				mnt, umount := mountImage(t, src, "rw")
 				defer umount()
 				volWrite(t, filepath.Join(mnt, files[0].name), volRandom(0, files[0].size))
 				unix.Sync()
@@ -347,7 +347,7 @@ func TestSyncVolumeSnapshots(t *testing.T) {
 					t.Errorf("usage %q, %d blocks unused", st.Usage, st.Unused)
 				}
 				// Mounting replays the journal or log copied with the blocks.
-				r, umountR := volMount(t, tgt, "rw"+fsys.opts)
+				r, umountR := mountImage(t, tgt, "rw"+fsys.opts)
 				for i, f := range files {
 					b, err := os.ReadFile(filepath.Join(r, f.name))
 					if err != nil || !bytes.Equal(b, volRandom(uint64(i), f.size)) {
@@ -438,7 +438,7 @@ func TestSyncVolumeRaw(t *testing.T) {
 		}
 	})
 	t.Run("block device target", func(t *testing.T) {
-		volNeedRoot(t, "losetup")
+		needRoot(t, "losetup")
 		img := filepath.Join(t.TempDir(), "device.img")
 		if err := os.WriteFile(img, volRandom(10, 49<<20), 0o600); err != nil {
 			t.Fatal(err)
@@ -528,7 +528,7 @@ func TestSyncVolumeBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.root {
-				volNeedRoot(t, "losetup")
+				needRoot(t, "losetup")
 			}
 			_, err := SyncVolume(context.Background(), tt.o(t))
 			if err == nil || !strings.HasPrefix(err.Error(), "resync: volume ") || !strings.Contains(err.Error(), tt.want) {
