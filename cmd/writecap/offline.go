@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +18,7 @@ func exportCmd() *cobra.Command {
 	var (
 		src, dir string
 		block    = config.Size(resync.DefaultBlockSize)
-		every    time.Duration
+		pf       progressFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "export --source DIR --to DIR",
@@ -33,7 +32,10 @@ gets only what changed since.`,
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			p := &resync.Progress{}
-			done := showProgress(ctx, p, "export", every)
+			done, err := pf.show(ctx, p, "export")
+			if err != nil {
+				return err
+			}
 			st, err := resync.Export(ctx, src, dir, resync.Options{BlockSize: int(block), Progress: p, Logger: slog.Default()})
 			done()
 			if err != nil {
@@ -47,7 +49,7 @@ gets only what changed since.`,
 	f.StringVar(&src, "source", "", "directory to export")
 	f.StringVar(&dir, "to", "", "directory to write the export to")
 	f.Var(&block, "block-size", "block size of the manifest's hashes")
-	f.DurationVar(&every, "progress", 5*time.Second, "how often progress is printed when stderr is not a terminal")
+	pf.add(f)
 	cmd.MarkFlagRequired("source")
 	cmd.MarkFlagRequired("to")
 	return cmd
@@ -56,7 +58,7 @@ gets only what changed since.`,
 func importCmd() *cobra.Command {
 	var (
 		dir, dst string
-		every    time.Duration
+		pf       progressFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "import --from DIR --target DIR",
@@ -69,7 +71,10 @@ TARGET to the export's state and checks TARGET against the manifest.`,
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			p := &resync.Progress{}
-			done := showProgress(ctx, p, "import", every)
+			done, err := pf.show(ctx, p, "import")
+			if err != nil {
+				return err
+			}
 			st, err := resync.Import(ctx, dir, dst, resync.Options{Progress: p, Logger: slog.Default()})
 			done()
 			if err != nil {
@@ -83,7 +88,7 @@ TARGET to the export's state and checks TARGET against the manifest.`,
 	f := cmd.Flags()
 	f.StringVar(&dir, "from", "", "directory an export was written to")
 	f.StringVar(&dst, "target", "", "directory to bring to the export's state (a replica's root)")
-	f.DurationVar(&every, "progress", 5*time.Second, "how often progress is printed when stderr is not a terminal")
+	pf.add(f)
 	cmd.MarkFlagRequired("from")
 	cmd.MarkFlagRequired("target")
 	return cmd

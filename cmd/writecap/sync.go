@@ -9,19 +9,22 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/writecap/writecap/config"
+	"github.com/writecap/writecap/monitor"
 	"github.com/writecap/writecap/resync"
 )
 
 func syncCmd() *cobra.Command {
 	var (
-		src, dst       string
-		method, trust  string
-		block, thresh  = config.Size(resync.DefaultBlockSize), config.Size(resync.DefaultThreshold)
-		progressPeriod time.Duration
+		src, dst      string
+		method, trust string
+		block, thresh = config.Size(resync.DefaultBlockSize), config.Size(resync.DefaultThreshold)
+		pf            progressFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "sync --source DIR --target DIR",
@@ -47,7 +50,10 @@ resumes without redoing the files it completed.`,
 			o := resync.Options{Method: m, Trust: tr, BlockSize: int(block), Threshold: int64(thresh),
 				Progress: &resync.Progress{}, Logger: slog.Default(),
 				Skip: func(rel string, err error) { slog.Warn("not synchronised", "path", rel, "err", err) }}
-			done := showProgress(ctx, o.Progress, "sync", progressPeriod)
+			done, err := pf.show(ctx, o.Progress, "sync")
+			if err != nil {
+				return err
+			}
 			st, err := resync.Sync(ctx, src, dst, o)
 			done()
 			if err != nil {
@@ -66,19 +72,39 @@ resumes without redoing the files it completed.`,
 	f.StringVar(&trust, "trust", "small", "when equal size and time mean equal content: small (files below the threshold), always, never")
 	f.Var(&block, "block-size", "block size of block-level comparison")
 	f.Var(&thresh, "threshold", "size from which auto compares blocks")
-	f.DurationVar(&progressPeriod, "progress", 5*time.Second, "how often progress is printed when stderr is not a terminal")
+	pf.add(f)
 	cmd.MarkFlagRequired("source")
 	cmd.MarkFlagRequired("target")
 	return cmd
 }
 
-// showProgress displays p on stderr until the returned function is called.
-func showProgress(ctx context.Context, p *resync.Progress, what string, every time.Duration) func() {
+// progressFlags say how a sync shows its progress: on stderr (a bar on a
+// terminal, a line every period otherwise) and as metrics.
+type progressFlags struct {
+	every   time.Duration
+	metrics string
+}
+
+func (pf *progressFlags) add(f *pflag.FlagSet) {
+	f.DurationVar(&pf.every, "progress", 5*time.Second, "how often progress is printed when stderr is not a terminal")
+	f.StringVar(&pf.metrics, "metrics", "", "serve the progress as Prometheus metrics at /metrics on this address")
+}
+
+// show displays p until the returned function is called.
+func (pf *progressFlags) show(ctx context.Context, p *resync.Progress, what string) (func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
+	if pf.metrics != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(p.Collector(what))
+		if _, err := monitor.Serve(ctx, pf.metrics, reg, func() monitor.Report { return monitor.Report{} }, slog.Default()); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.Show(ctx, os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), what, every)
+		p.Show(ctx, os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), what, pf.every)
 	}()
-	return func() { cancel(); <-done }
+	return func() { cancel(); <-done }, nil
 }

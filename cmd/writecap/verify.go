@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,9 +18,9 @@ var errDiffer = errors.New("the trees differ")
 
 func verifyCmd() *cobra.Command {
 	var (
-		src, dst       string
-		block          = config.Size(resync.DefaultBlockSize)
-		progressPeriod time.Duration
+		src, dst string
+		block    = config.Size(resync.DefaultBlockSize)
+		pf       progressFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "verify --source DIR --target DIR",
@@ -34,7 +33,10 @@ ranges) and exits 1 when anything differs.`,
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			p := &resync.Progress{}
-			done := showProgress(ctx, p, "verify", progressPeriod)
+			done, err := pf.show(ctx, p, "verify")
+			if err != nil {
+				return err
+			}
 			r, err := resync.Verify(ctx, src, dst, resync.VerifyOptions{BlockSize: int(block), Progress: p})
 			done()
 			if err != nil {
@@ -51,7 +53,7 @@ ranges) and exits 1 when anything differs.`,
 	f.StringVar(&src, "source", "", "directory that holds the right data")
 	f.StringVar(&dst, "target", "", "directory to check against it")
 	f.Var(&block, "block-size", "block size of the comparison")
-	f.DurationVar(&progressPeriod, "progress", 5*time.Second, "how often progress is printed when stderr is not a terminal")
+	pf.add(f)
 	cmd.MarkFlagRequired("source")
 	cmd.MarkFlagRequired("target")
 	return cmd

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,7 +17,7 @@ func volumeCmd() *cobra.Command {
 	var (
 		o     resync.VolumeOptions
 		block = config.Size(resync.DefaultBlockSize)
-		every time.Duration
+		pf    progressFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "volume --source SNAPSHOT --target IMAGE",
@@ -38,7 +37,10 @@ image) are skipped. Mount TARGET and continue with file-level replication.`,
 				p.BytesTotal.Store(total)
 				p.BytesDone.Store(done)
 			}
-			done := showProgress(ctx, p, "volume", every)
+			done, err := pf.show(ctx, p, "volume")
+			if err != nil {
+				return err
+			}
 			st, err := resync.SyncVolume(ctx, o)
 			done()
 			if err != nil {
@@ -54,7 +56,7 @@ image) are skipped. Mount TARGET and continue with file-level replication.`,
 	f.StringVar(&o.Target, "target", "", "replica image file or block device")
 	f.StringVar(&o.FSType, "fs", "", "file system: ext4, xfs, raw (every block); detected when empty")
 	f.Var(&block, "block-size", "block size of the comparison")
-	f.DurationVar(&every, "progress", 5*time.Second, "how often progress is printed when stderr is not a terminal")
+	pf.add(f)
 	cmd.MarkFlagRequired("source")
 	cmd.MarkFlagRequired("target")
 	return cmd
