@@ -251,6 +251,7 @@ func (p *processor) flush() error {
 			return fmt.Errorf("capture: sink: %w", err)
 		}
 		p.s.stats.records.Add(uint64(len(p.out)))
+		p.s.lastSeq.Store(p.seq)
 	}
 	for i := range p.out {
 		p.out[i] = journal.Record{}
@@ -303,6 +304,9 @@ func (p *processor) reconcileWith(base *resync.Manifest) error {
 
 // tick checks the kernel's counters for loss and turns it into repairs.
 func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
+	if err := p.answerMarks(); err != nil {
+		return err
+	}
 	if p.s.resync.Swap(false) {
 		if err := p.rebuild(p.s.resyncBase.Swap(nil)); err != nil {
 			return err

@@ -113,6 +113,8 @@ type Source struct {
 	k          ring
 	stats      stats
 	resync     atomic.Bool // a full copy has been asked for
+	marks      marks
+	lastSeq    atomic.Uint64 // the last seq handed to the sink
 	resyncBase atomic.Pointer[resync.Manifest]
 	repair     atomic.Bool // a repair of a Repairer's changes has been asked for
 	snapDirs   atomic.Bool // a DirWatcher wants the directories

@@ -4,14 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // Range is a span of bytes.
@@ -50,7 +45,11 @@ type Report struct {
 	Files, Dirs, Symlinks int64 // on the source
 	BytesCompared         int64
 	BytesSent             int64 // hashes that crossed
+	Skipped               int64 // entries and ranges left out: changed on the master since
 	Differences           []Difference
+	// Seq, for a running scenario, is the replica's applied seq the
+	// comparison was made at.
+	Seq uint64 `json:",omitempty"`
 }
 
 // Equal reports whether nothing differs.
@@ -65,8 +64,11 @@ func (r *Report) Print(w io.Writer) {
 	if !r.Equal() {
 		verdict = fmt.Sprintf("%d differences", len(r.Differences))
 	}
-	fmt.Fprintf(w, "%s: %d files, %d directories, %d symlinks, %d bytes compared\n",
-		verdict, r.Files, r.Dirs, r.Symlinks, r.BytesCompared)
+	fmt.Fprintf(w, "%s: %d files, %d directories, %d symlinks, %d bytes compared", verdict, r.Files, r.Dirs, r.Symlinks, r.BytesCompared)
+	if r.Seq != 0 {
+		fmt.Fprintf(w, " at seq %d, %d changed since and left out", r.Seq, r.Skipped)
+	}
+	fmt.Fprintln(w)
 }
 
 // VerifyOptions tunes Verify.
@@ -82,40 +84,93 @@ func Verify(ctx context.Context, source, target string, o VerifyOptions) (*Repor
 	if o.BlockSize <= 0 {
 		o.BlockSize = DefaultBlockSize
 	}
-	if o.Progress == nil {
-		o.Progress = &Progress{}
-	}
-	o.Progress.start()
 	var (
-		srcs, dsts []Entry
-		derr       error
-		wg         sync.WaitGroup
+		theirs *Manifest
+		terr   error
+		wg     sync.WaitGroup
 	)
-	wg.Go(func() { dsts, derr = Scan(ctx, target, []string{CheckpointName}, func(string, error) {}) })
-	srcs, err := Scan(ctx, source, nil, func(string, error) {})
+	wg.Go(func() { theirs, terr = BuildManifest(ctx, target, o.BlockSize, []string{CheckpointName}, o.Progress) })
+	ours, err := BuildManifest(ctx, source, o.BlockSize, nil, o.Progress)
 	wg.Wait()
 	if err == nil {
-		err = derr
+		err = terr
 	}
 	if err != nil {
 		return nil, err
 	}
+	return CompareManifests(ours, theirs, nil), nil
+}
+
+// Changed is what changed on a master after the point a replica's manifest
+// describes: a comparison leaves it out rather than call it a difference.
+type Changed struct {
+	whole  map[string]bool // the entry, and all beneath a directory
+	ranges map[string][]Range
+}
+
+// NewChanged returns an empty Changed.
+func NewChanged() *Changed {
+	return &Changed{whole: map[string]bool{}, ranges: map[string][]Range{}}
+}
+
+// Entry marks p, and everything beneath it, as changed.
+func (c *Changed) Entry(p string) { c.whole[p] = true }
+
+// Bytes marks n bytes of p from off as changed.
+func (c *Changed) Bytes(p string, off, n int64) {
+	c.ranges[p] = append(c.ranges[p], Range{Off: off, Len: n})
+}
+
+// Len is the number of paths marked.
+func (c *Changed) Len() int { return len(c.whole) + len(c.ranges) }
+
+func (c *Changed) entry(p string) bool {
+	if c == nil {
+		return false
+	}
+	for {
+		if c.whole[p] {
+			return true
+		}
+		i := strings.LastIndexByte(p, '/')
+		if i < 0 {
+			return false
+		}
+		p = p[:i]
+	}
+}
+
+func (c *Changed) block(p string, off, n int64) bool {
+	if c == nil {
+		return false
+	}
+	for _, r := range c.ranges[p] {
+		if r.Off < off+n && off < r.Off+r.Len {
+			return true
+		}
+	}
+	return false
+}
+
+// CompareManifests reports how dst differs from src, leaving out entries
+// and blocks that changed marks (counted in Skipped).
+func CompareManifests(src, dst *Manifest, changed *Changed) *Report {
 	r := &Report{}
-	var pairs [][2]*Entry
-	srcLinks, dstLinks := linkGroups(srcs), linkGroups(dsts)
+	srcLinks, dstLinks := linkGroups(src.Entries), linkGroups(dst.Entries)
+	bs := int64(src.BlockSize)
 	i, j := 0, 0
-	for i < len(srcs) || j < len(dsts) {
+	for i < len(src.Entries) || j < len(dst.Entries) {
 		var c int
 		switch {
-		case i == len(srcs):
+		case i == len(src.Entries):
 			c = 1
-		case j == len(dsts):
+		case j == len(dst.Entries):
 			c = -1
 		default:
-			c = comparePaths(srcs[i].Path, dsts[j].Path)
+			c = comparePaths(src.Entries[i].Path, dst.Entries[j].Path)
 		}
 		if c <= 0 {
-			switch srcs[i].Kind {
+			switch src.Entries[i].Kind {
 			case KindFile:
 				r.Files++
 			case KindDir:
@@ -124,56 +179,78 @@ func Verify(ctx context.Context, source, target string, o VerifyOptions) (*Repor
 				r.Symlinks++
 			}
 		}
+		var p string
+		if c <= 0 {
+			p = src.Entries[i].Path
+		} else {
+			p = dst.Entries[j].Path
+		}
+		if changed.entry(p) {
+			r.Skipped++
+			switch {
+			case c < 0:
+				i++
+			case c > 0:
+				j++
+			default:
+				i, j = i+1, j+1
+			}
+			continue
+		}
 		switch {
 		case c < 0:
-			r.add(Difference{Path: srcs[i].Path, What: "missing", Source: srcs[i].Kind.String()})
+			r.add(Difference{Path: p, What: "missing", Source: src.Entries[i].Kind.String()})
 			i++
 			continue
 		case c > 0:
-			r.add(Difference{Path: dsts[j].Path, What: "extra", Target: dsts[j].Kind.String()})
+			r.add(Difference{Path: p, What: "extra", Target: dst.Entries[j].Kind.String()})
 			j++
 			continue
 		}
-		e, d := &srcs[i], &dsts[j]
+		e, d := &src.Entries[i], &dst.Entries[j]
+		ours, theirs := src.Hashes[i], dst.Hashes[j]
 		i, j = i+1, j+1
 		if e.Kind != d.Kind {
-			r.add(Difference{Path: e.Path, What: "kind", Source: e.Kind.String(), Target: d.Kind.String()})
+			r.add(Difference{Path: p, What: "kind", Source: e.Kind.String(), Target: d.Kind.String()})
 			continue
 		}
 		if e.UID != d.UID || e.GID != d.GID {
-			r.add(Difference{Path: e.Path, What: "owner", Source: fmt.Sprintf("%d:%d", e.UID, e.GID),
+			r.add(Difference{Path: p, What: "owner", Source: fmt.Sprintf("%d:%d", e.UID, e.GID),
 				Target: fmt.Sprintf("%d:%d", d.UID, d.GID)})
 		}
-		switch e.Kind {
-		case KindSymlink:
+		if e.Kind == KindSymlink {
 			if e.Target != d.Target {
-				r.add(Difference{Path: e.Path, What: "target", Source: e.Target, Target: d.Target})
-			}
-			continue
-		case KindDir:
-			if e.Mode != d.Mode {
-				r.add(Difference{Path: e.Path, What: "mode", Source: fmt.Sprintf("%04o", e.Mode), Target: fmt.Sprintf("%04o", d.Mode)})
+				r.add(Difference{Path: p, What: "target", Source: e.Target, Target: d.Target})
 			}
 			continue
 		}
 		if e.Mode != d.Mode {
-			r.add(Difference{Path: e.Path, What: "mode", Source: fmt.Sprintf("%04o", e.Mode), Target: fmt.Sprintf("%04o", d.Mode)})
+			r.add(Difference{Path: p, What: "mode", Source: fmt.Sprintf("%04o", e.Mode), Target: fmt.Sprintf("%04o", d.Mode)})
+		}
+		if e.Kind == KindDir {
+			continue
 		}
 		if names, have := srcLinks[[2]uint64{e.Dev, e.Ino}], dstLinks[[2]uint64{d.Dev, d.Ino}]; !sameNames(names, have) {
-			r.add(Difference{Path: e.Path, What: "links", Source: strings.Join(names, " "), Target: strings.Join(have, " ")})
+			r.add(Difference{Path: p, What: "links", Source: strings.Join(names, " "), Target: strings.Join(have, " ")})
 		}
 		if e.Size != d.Size {
-			r.add(Difference{Path: e.Path, What: "size", Source: fmt.Sprint(e.Size), Target: fmt.Sprint(d.Size)})
+			r.add(Difference{Path: p, What: "size", Source: fmt.Sprint(e.Size), Target: fmt.Sprint(d.Size)})
 		}
-		pairs = append(pairs, [2]*Entry{e, d})
-		o.Progress.FilesTotal.Add(1)
-		o.Progress.BytesTotal.Add(max(e.Size, d.Size))
+		r.BytesCompared += e.Size + d.Size
+		r.BytesSent += int64(len(theirs)) * HashSize
+		var ranges []Range
+		for _, rg := range differingRanges(ours, theirs, bs, max(e.Size, d.Size)) {
+			if changed.block(p, rg.Off, rg.Len) {
+				r.Skipped++
+				continue
+			}
+			ranges = append(ranges, rg)
+		}
+		if len(ranges) > 0 {
+			r.add(Difference{Path: p, What: "content", Ranges: ranges})
+		}
 	}
-	if err := r.compareFiles(ctx, source, target, pairs, o); err != nil {
-		return nil, err
-	}
-	slices.SortStableFunc(r.Differences, func(a, b Difference) int { return comparePaths(a.Path, b.Path) })
-	return r, nil
+	return r
 }
 
 // sameNames reports whether two link groups name the same paths (both
@@ -186,88 +263,6 @@ func sameNames(a, b []string) bool {
 }
 
 func (r *Report) add(d Difference) { r.Differences = append(r.Differences, d) }
-
-// compareFiles hashes each pair's blocks, several files at once.
-func (r *Report) compareFiles(ctx context.Context, source, target string, pairs [][2]*Entry, o VerifyOptions) error {
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-		work  = make(chan [2]*Entry)
-	)
-	for range max(2, runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for p := range work {
-				d, n, err := compareFile(ctx, source, target, p[0], p[1], o)
-				mu.Lock()
-				if err != nil && first == nil {
-					first = err
-				}
-				if d != nil {
-					r.add(*d)
-				}
-				r.BytesCompared += n
-				r.BytesSent += int64(HashSize) * ((p[1].Size + int64(o.BlockSize) - 1) / int64(o.BlockSize))
-				mu.Unlock()
-				o.Progress.FilesDone.Add(1)
-			}
-		})
-	}
-	for _, p := range pairs {
-		if ctx.Err() != nil {
-			break
-		}
-		work <- p
-	}
-	close(work)
-	wg.Wait()
-	o.Progress.BytesSent.Store(r.BytesSent)
-	if first == nil {
-		first = ctx.Err()
-	}
-	return first
-}
-
-// compareFile returns the differing block ranges of one pair of files.
-func compareFile(ctx context.Context, source, target string, e, d *Entry, o VerifyOptions) (*Difference, int64, error) {
-	open := func(dir string, x *Entry) (*os.File, error) {
-		f, err := os.OpenFile(filepath.Join(dir, x.Path), os.O_RDONLY|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			return nil, fmt.Errorf("resync: verify %s: %w", filepath.Join(dir, x.Path), err)
-		}
-		return f, nil
-	}
-	sf, err := open(source, e)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer sf.Close()
-	df, err := open(target, d)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer df.Close()
-	var (
-		theirs []Hash
-		herr   error
-		wg     sync.WaitGroup
-	)
-	wg.Go(func() { theirs, herr = HashBlocks(ctx, df, d.Size, o.BlockSize) })
-	ours, err := HashBlocks(ctx, sf, e.Size, o.BlockSize)
-	wg.Wait()
-	if err == nil {
-		err = herr
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("resync: verify %s: %w", e.Path, err)
-	}
-	o.Progress.BytesDone.Add(max(e.Size, d.Size))
-	ranges := differingRanges(ours, theirs, int64(o.BlockSize), max(e.Size, d.Size))
-	if len(ranges) == 0 {
-		return nil, e.Size + d.Size, nil
-	}
-	return &Difference{Path: e.Path, What: "content", Ranges: ranges}, e.Size + d.Size, nil
-}
 
 // differingRanges merges the blocks whose hashes differ, or that one side
 // lacks, into byte ranges ending at most at size.

@@ -84,3 +84,25 @@ func TestVerify(t *testing.T) {
 		})
 	}
 }
+
+// TestCompareChanged: what changed on the master after the replica's point
+// is left out, exactly: the block that changed, not the file's others.
+func TestCompareChanged(t *testing.T) {
+	const bs = 4096
+	src, dst := t.TempDir(), t.TempDir()
+	sampleTree(t, src)
+	syncT(t, src, dst, Options{})
+	flip(t, src, "big/db.img", 3*bs) // changed since: left out
+	flip(t, dst, "big/db.img", 9*bs) // a real difference
+	write(t, src, "dir/sub/new", []byte("made since"), 0o644)
+	ours, _ := BuildManifest(context.Background(), src, bs, nil, nil)
+	theirs, _ := BuildManifest(context.Background(), dst, bs, nil, nil)
+	ch := NewChanged()
+	ch.Bytes("big/db.img", 3*bs+10, 1)
+	ch.Entry("dir/sub")
+	r := CompareManifests(ours, theirs, ch)
+	want := []Difference{{Path: "big/db.img", What: "content", Ranges: []Range{{Off: 9 * bs, Len: bs}}}}
+	if !reflect.DeepEqual(r.Differences, want) || r.Skipped != 4 {
+		t.Errorf("differences %v, %d left out; want %v and 4 left out (a block, dir/sub, its two files)", r.Differences, r.Skipped, want)
+	}
+}

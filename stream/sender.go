@@ -106,7 +106,8 @@ type Sender struct {
 	// sent batches waiting for the replica to say it has them
 	inflight      []sentBatch
 	inflightBytes int64
-	acked         chan struct{} // a receive acknowledgement freed window
+	acked         chan struct{}           // a receive acknowledgement freed window
+	restart       context.CancelCauseFunc // ends the current session; nil between sessions
 
 	connected atomic.Bool
 }
@@ -170,8 +171,17 @@ func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
 	tc := raw.(*tls.Conn)
 	defer tc.Close()
 	conn := &progressConn{Conn: tc, timeout: s.cfg.Timeout}
-	sctx, cancel := context.WithCancel(ctx)
+	sctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil) }
 	defer cancel()
+	s.mu.Lock()
+	s.restart = cancelCause
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.restart = nil
+		s.mu.Unlock()
+	}()
 	var w io.Writer = conn
 	lctx, lcancel := context.WithCancel(context.Background())
 	defer lcancel()
@@ -259,7 +269,25 @@ func (s *Sender) session(ctx context.Context) (handshook bool, err error) {
 	if ctx.Err() != nil {
 		return true, ctx.Err()
 	}
+	if cause := context.Cause(sctx); errors.Is(cause, ErrRestarted) {
+		return true, cause
+	}
 	return true, err
+}
+
+// ErrRestarted ends a session that Restart cut.
+var ErrRestarted = errors.New("stream: session restarted on request")
+
+// Restart ends the current session, if there is one; the next starts with
+// the Feed's Start as always. It reports whether a session was cut.
+func (s *Sender) Restart() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.restart == nil {
+		return false
+	}
+	s.restart(ErrRestarted)
+	return true
 }
 
 // start asks the Feed where the session starts, sending heartbeats while
