@@ -556,3 +556,64 @@ func TestReplicaStaleCopy(t *testing.T) {
 		t.Errorf("the copy found %d bytes already on the replica, of a %d-byte file with 1%% of its blocks changed", had, size)
 	}
 }
+
+// TestOnlineVerifyAndResync: verify over a running scenario, while a
+// workload writes, finds the replica identical; a byte flipped on the
+// replica is then found, named with its block; a resync on demand repairs
+// it and the next verify finds nothing.
+func TestOnlineVerifyAndResync(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	rep := p.replica()
+	m := p.master()
+	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool { return applied(r) > 0 })
+	done := p.workload(16, 1500)
+	out, err := exec.Command(binary, "verify", "--master", p.mmetric).CombinedOutput()
+	if err != nil {
+		t.Fatalf("verify while the workload ran: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "identical") {
+		t.Errorf("verify while the workload ran:\n%s", out)
+	}
+	t.Logf("verify while the workload ran: %s", out)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Once the replica has everything, nothing rewrites its copy of
+	// "before" (the workload never touches it) but a repair.
+	captured := status(t, p.mmetric).Scenarios[0].Captured
+	waitFor(t, p.rmetric, "the replica to apply everything", func(r *monitor.Report) bool { return applied(r) >= captured })
+	out, err = exec.Command(binary, "verify", "--master", p.mmetric).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "identical") || strings.Contains(string(out), " 0 bytes compared") {
+		t.Fatalf("verify of a replica that has everything: %v\n%s", err, out)
+	}
+
+	f, err := os.OpenFile(filepath.Join(p.dst, "before"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("X"), 3)
+	f.Close()
+	out, err = exec.Command(binary, "verify", "--master", p.mmetric, "--replica", "replica").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "before: content at [0, 16)") {
+		t.Fatalf("verify after a flipped byte: %v, want exit 1 naming the block:\n%s", err, out)
+	}
+
+	out, err = exec.Command(binary, "sync", "--master", p.mmetric).CombinedOutput()
+	if err != nil {
+		t.Fatalf("resync on demand: %v\n%s", err, out)
+	}
+	captured = status(t, p.mmetric).Scenarios[0].Captured
+	waitFor(t, p.rmetric, "the replica to apply the resync", func(r *monitor.Report) bool { return applied(r) >= captured })
+	out, err = exec.Command(binary, "verify", "--master", p.mmetric).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "identical") || !strings.Contains(string(out), " 0 changed since") {
+		t.Fatalf("verify after the resync: %v\n%s", err, out)
+	}
+	if got := metric(t, p.mmetric, "writecap_master_replica_diffs_total"); got != 1 {
+		t.Errorf("master made %v copies against the replica's manifest, want 1 (the resync)", got)
+	}
+	m.stop(t)
+	rep.stop(t)
+	p.compare()
+}

@@ -182,7 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(&collector{m: m})
-		addr, err := monitor.Serve(ctx, cfg.Metrics, reg, m.report, m.log)
+		addr, err := monitor.Serve(ctx, cfg.Metrics, reg, m.report, m.log, m.actions())
 		if err != nil {
 			return err
 		}
@@ -410,12 +410,35 @@ type feed struct {
 	evicted bool          // its place in the spool was given up: it starts over
 	epoch   uint64        // the epoch of its data, once it had a session
 	moved   chan struct{} // closed and replaced when the replica acknowledges
+	req     atomic.Pointer[request]
 }
 
 var _ stream.Feed = (*feed)(nil)
 
 func (f *feed) Start(ctx context.Context, w *stream.Welcome, p stream.Peer) (stream.Cursor, *stream.Reset, error) {
-	from, how, err := f.m.q.start(ctx, w.Epoch, w.Durable, p)
+	req := f.req.Swap(nil)
+	var (
+		from uint64
+		how  startHow
+		err  error
+	)
+	if req != nil && !req.verify {
+		from, how, err = f.m.q.startCopy(ctx, w.Epoch, w.Durable, p)
+		req.done <- requestResult{From: from, err: err}
+	} else {
+		from, how, err = f.m.q.start(ctx, w.Epoch, w.Durable, p)
+	}
+	if req != nil && req.verify {
+		res := requestResult{err: err}
+		switch {
+		case err != nil:
+		case how != startResume:
+			res.err = fmt.Errorf("master: replica %s cannot resume: it starts over from a copy, verify it after", f.r.Addr)
+		default:
+			res.Report, res.err = f.verify(ctx, w, p)
+		}
+		req.done <- res
+	}
 	if err != nil {
 		return nil, nil, err
 	}

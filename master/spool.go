@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -272,6 +273,12 @@ func (q *queue) start(ctx context.Context, epoch, durable uint64, peer stream.Pe
 		return 1, startRepair, nil
 	}
 	q.mu.Unlock()
+	return q.startCopy(ctx, epoch, durable, peer)
+}
+
+// startCopy starts a replica over from a full copy: against its manifest
+// when it holds anything, else one the spool holds or a new one.
+func (q *queue) startCopy(ctx context.Context, epoch, durable uint64, peer stream.Peer) (uint64, startHow, error) {
 	m, err := manifestOf(ctx, peer, q.m.cfg.BlockSize)
 	if err != nil {
 		return 0, startRebuild, err
@@ -328,6 +335,74 @@ func (q *queue) diff(ctx context.Context, m *resync.Manifest, epoch, durable uin
 	}
 	q.diffs++
 	return q.rebuild, nil
+}
+
+// changedBetween is what the stream's records after seq from changed, up
+// to capture's seq to (the spool holds them: no replica has them durably).
+func (q *queue) changedBetween(ctx context.Context, from, to uint64) (*resync.Changed, error) {
+	q.mu.Lock()
+	if q.changes != nil || q.shift > to {
+		q.mu.Unlock()
+		return nil, fmt.Errorf("master: changes were dropped while the spool was full: what changed since #%d is not known exactly", from)
+	}
+	to -= q.shift
+	q.mu.Unlock()
+	ch := resync.NewChanged()
+	if to <= from {
+		return ch, nil
+	}
+	cur := q.spool.Cursor(from + 1)
+	defer cur.Close()
+	var (
+		dec  journal.Decoder
+		recs []journal.Record
+	)
+	for {
+		b, _, last, err := cur.Next(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("master: records after #%d: %w", from, err)
+		}
+		for off := 0; off < len(b); {
+			var n int
+			if recs, n, err = dec.Decode(b[off:], recs[:0]); err != nil {
+				return nil, fmt.Errorf("master: records after #%d: %w", from, err)
+			}
+			off += n
+			for i := range recs {
+				if r := &recs[i]; r.Seq > from && r.Seq <= to {
+					markChanged(ch, r)
+				}
+			}
+		}
+		if last >= to {
+			return ch, nil
+		}
+	}
+}
+
+// markChanged notes what one record changes.
+func markChanged(ch *resync.Changed, r *journal.Record) {
+	switch r.Op {
+	case journal.OpWrite:
+		ch.Bytes(r.Path, r.Offset, int64(len(r.Data)))
+	case journal.OpFallocate, journal.OpDirty:
+		ch.Bytes(r.Path, r.Offset, r.Length)
+	case journal.OpTruncate:
+		ch.Bytes(r.Path, r.Length, math.MaxInt64-r.Length)
+	case journal.OpCreate, journal.OpMkdir:
+		// Also sent again for what exists (a walk reasserting the tree):
+		// only whether it exists changed, with its mode.
+		ch.Made(r.Path)
+		ch.Attrs(r.Path)
+	case journal.OpSetattr:
+		ch.Attrs(r.Path)
+	case journal.OpBarrier, journal.OpBookmark:
+	default:
+		ch.Entry(r.Path)
+		if r.Path2 != "" && r.Op != journal.OpSymlink {
+			ch.Entry(r.Path2)
+		}
+	}
 }
 
 // manifestOf asks a replica for the manifest of what it holds.

@@ -41,6 +41,7 @@ func BuildManifest(ctx context.Context, root string, blockSize int, exclude []st
 		return nil, err
 	}
 	m := &Manifest{BlockSize: blockSize, Entries: es, Hashes: make([][]Hash, len(es))}
+	gone := make([]bool, len(es)) // each written by one worker
 	for i := range es {
 		if es[i].Kind == KindFile {
 			p.FilesTotal.Add(1)
@@ -57,6 +58,10 @@ func BuildManifest(ctx context.Context, root string, blockSize int, exclude []st
 		wg.Go(func() {
 			for i := range work {
 				hs, err := hashFile(ctx, filepath.Join(root, es[i].Path), es[i].Size, blockSize)
+				if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+					gone[i] = true // removed or replaced since the scan: a live tree
+					continue
+				}
 				if err != nil {
 					mu.Lock()
 					first = cmpErr(first, err)
@@ -82,6 +87,14 @@ func BuildManifest(ctx context.Context, root string, blockSize int, exclude []st
 	if first != nil {
 		return nil, first
 	}
+	k := 0
+	for i := range m.Entries {
+		if !gone[i] {
+			m.Entries[k], m.Hashes[k] = m.Entries[i], m.Hashes[i]
+			k++
+		}
+	}
+	m.Entries, m.Hashes = m.Entries[:k], m.Hashes[:k]
 	return m, nil
 }
 

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,21 +24,41 @@ import (
 func syncCmd() *cobra.Command {
 	var (
 		src, dst      string
+		master, rep   string
 		method, trust string
 		block, thresh = config.Size(resync.DefaultBlockSize), config.Size(resync.DefaultThreshold)
 		pf            progressFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "sync --source DIR --target DIR",
+		Use:   "sync (--source DIR --target DIR | --master ADDR [--replica NAME])",
 		Short: "Bring TARGET to SOURCE's state once, sending only what differs",
 		Long: `sync makes TARGET hold exactly what SOURCE holds: names, contents, modes,
 owners, modification times, symlinks and hard links; what only TARGET holds is
 removed. Files below --threshold whose size and modification time match are
 taken as equal (--trust); larger files are compared block by block by their
 hashes and only differing blocks are written. A sync that is interrupted
-resumes without redoing the files it completed.`,
+resumes without redoing the files it completed.
+
+With --master, the running master at that monitor address resyncs a replica
+on demand: the replica sends its manifest and gets a full copy made against
+it, only what differs, while capture goes on; the command waits until the
+copy has begun.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if master != "" {
+				if src != "" || dst != "" {
+					return errors.New("sync takes --source and --target, or --master, not both")
+				}
+				var res struct{ From uint64 }
+				if err := monitor.Call(cmd.Context(), master, "resync", url.Values{"replica": {rep}}, &res); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "resync of the replica under way: a copy against its manifest from seq %d\n", res.From)
+				return nil
+			}
+			if src == "" || dst == "" {
+				return errors.New("sync needs --source and --target, or --master")
+			}
 			m, err := resync.ParseMethod(method)
 			if err != nil {
 				return err
@@ -68,13 +90,13 @@ resumes without redoing the files it completed.`,
 	f := cmd.Flags()
 	f.StringVar(&src, "source", "", "directory to copy from")
 	f.StringVar(&dst, "target", "", "directory to bring to the source's state")
+	f.StringVar(&master, "master", "", "a running master's --metrics address: resync its replica")
+	f.StringVar(&rep, "replica", "", "the replica to resync, by address or identity (with --master; may be omitted when there is one)")
 	f.StringVar(&method, "method", "auto", "auto (blocks for large files), file (whole files) or block (blocks for every file)")
 	f.StringVar(&trust, "trust", "small", "when equal size and time mean equal content: small (files below the threshold), always, never")
 	f.Var(&block, "block-size", "block size of block-level comparison")
 	f.Var(&thresh, "threshold", "size from which auto compares blocks")
 	pf.add(f)
-	cmd.MarkFlagRequired("source")
-	cmd.MarkFlagRequired("target")
 	return cmd
 }
 
@@ -96,7 +118,7 @@ func (pf *progressFlags) show(ctx context.Context, p *resync.Progress, what stri
 	if pf.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(p.Collector(what))
-		if _, err := monitor.Serve(ctx, pf.metrics, reg, func() monitor.Report { return monitor.Report{} }, slog.Default()); err != nil {
+		if _, err := monitor.Serve(ctx, pf.metrics, reg, func() monitor.Report { return monitor.Report{} }, slog.Default(), nil); err != nil {
 			cancel()
 			return nil, err
 		}

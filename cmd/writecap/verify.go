@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/writecap/writecap/config"
+	"github.com/writecap/writecap/monitor"
 	"github.com/writecap/writecap/resync"
 )
 
@@ -18,29 +20,41 @@ var errDiffer = errors.New("the trees differ")
 
 func verifyCmd() *cobra.Command {
 	var (
-		src, dst string
-		block    = config.Size(resync.DefaultBlockSize)
-		pf       progressFlags
+		src, dst    string
+		master, rep string
+		block       = config.Size(resync.DefaultBlockSize)
+		pf          progressFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "verify --source DIR --target DIR",
+		Use:   "verify (--source DIR --target DIR | --master ADDR [--replica NAME])",
 		Short: "Compare TARGET with SOURCE block by block and report what differs",
 		Long: `verify compares names, kinds, modes, owners, sizes, symlink targets, hard
 links and the hash of every block, prints each difference (files and block
-ranges) and exits 1 when anything differs.`,
+ranges) and exits 1 when anything differs.
+
+With --master, the running master at that monitor address compares its tree
+with a replica's while replication goes on: the replica applies what it holds
+and sends its block hashes (only hashes cross); what the master changed since
+is left out of the comparison and counted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			p := &resync.Progress{}
-			done, err := pf.show(ctx, p, "verify")
-			if err != nil {
-				return err
-			}
-			r, err := resync.Verify(ctx, src, dst, resync.VerifyOptions{BlockSize: int(block), Progress: p})
-			done()
-			if err != nil {
-				return err
+			var r *resync.Report
+			switch {
+			case master != "" && src == "" && dst == "":
+				var res struct{ Report *resync.Report }
+				if err := monitor.Call(ctx, master, "verify", url.Values{"replica": {rep}}, &res); err != nil {
+					return err
+				}
+				r = res.Report
+			case master == "" && src != "" && dst != "":
+				var err error
+				if r, err = verifyLocal(ctx, src, dst, int(block), &pf); err != nil {
+					return err
+				}
+			default:
+				return errors.New("verify needs --source and --target, or --master")
 			}
 			r.Print(cmd.OutOrStdout())
 			if !r.Equal() {
@@ -52,9 +66,20 @@ ranges) and exits 1 when anything differs.`,
 	f := cmd.Flags()
 	f.StringVar(&src, "source", "", "directory that holds the right data")
 	f.StringVar(&dst, "target", "", "directory to check against it")
+	f.StringVar(&master, "master", "", "a running master's --metrics address: verify its replica")
+	f.StringVar(&rep, "replica", "", "the replica to verify, by address or identity (with --master; may be omitted when there is one)")
 	f.Var(&block, "block-size", "block size of the comparison")
 	pf.add(f)
-	cmd.MarkFlagRequired("source")
-	cmd.MarkFlagRequired("target")
 	return cmd
+}
+
+// verifyLocal compares two directories here.
+func verifyLocal(ctx context.Context, src, dst string, block int, pf *progressFlags) (*resync.Report, error) {
+	p := &resync.Progress{}
+	done, err := pf.show(ctx, p, "verify")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return resync.Verify(ctx, src, dst, resync.VerifyOptions{BlockSize: block, Progress: p})
 }

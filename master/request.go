@@ -1,0 +1,111 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/writecap/writecap/monitor"
+	"github.com/writecap/writecap/resync"
+	"github.com/writecap/writecap/stream"
+)
+
+// A request is work an operator asked of one replica's next session: a
+// full copy against its manifest (resync), or a comparison with it
+// (verify). The session it has is ended so that the next one does it.
+type request struct {
+	verify bool
+	done   chan requestResult
+}
+
+type requestResult struct {
+	From   uint64         `json:"from,omitempty"`   // resync: the copy's first seq
+	Report *resync.Report `json:"report,omitempty"` // verify
+	err    error
+}
+
+// markWait bounds how long a verify waits for capture to hand on every
+// change made while the master hashed its tree.
+const markWait = 10 * time.Second
+
+// actions are the operator's requests the monitor address serves.
+func (m *Master) actions() map[string]monitor.Action {
+	return map[string]monitor.Action{
+		"resync": func(ctx context.Context, q url.Values) (any, error) { return m.request(ctx, q.Get("replica"), false) },
+		"verify": func(ctx context.Context, q url.Values) (any, error) { return m.request(ctx, q.Get("replica"), true) },
+	}
+}
+
+// request runs a request on the replica named (by address or identity; ""
+// when there is only one) and waits for its result.
+func (m *Master) request(ctx context.Context, name string, verify bool) (*requestResult, error) {
+	f, err := m.feedNamed(name)
+	if err != nil {
+		return nil, err
+	}
+	r := &request{verify: verify, done: make(chan requestResult, 1)}
+	if !f.req.CompareAndSwap(nil, r) {
+		return nil, fmt.Errorf("master: replica %s already has a request under way", f.r.Addr)
+	}
+	if !f.sender.Restart() {
+		m.log.Info("replica away: the request waits for its next session", "replica", f.r.Addr)
+	}
+	select {
+	case res := <-r.done:
+		if res.err != nil {
+			return nil, res.err
+		}
+		return &res, nil
+	case <-ctx.Done():
+		f.req.CompareAndSwap(r, nil)
+		return nil, ctx.Err()
+	}
+}
+
+func (m *Master) feedNamed(name string) (*feed, error) {
+	var found []*feed
+	for _, f := range m.feeds {
+		if name == "" || f.r.Addr == name || f.r.Name == name {
+			found = append(found, f)
+		}
+	}
+	if len(found) != 1 {
+		return nil, fmt.Errorf("master: %d replicas match %q: name one by address or identity", len(found), name)
+	}
+	return found[0], nil
+}
+
+// verify compares the master's tree with what the replica holds once it
+// has applied all it holds (w.Received): only hashes cross. What the
+// master's records after that changed is left out, up to a mark taken after
+// the master's tree was hashed, so every change the hashes saw is known.
+func (f *feed) verify(ctx context.Context, w *stream.Welcome, p stream.Peer) (*resync.Report, error) {
+	theirs, err := manifestOf(ctx, p, f.m.cfg.BlockSize)
+	if err != nil {
+		return nil, err
+	}
+	ours, err := resync.BuildManifest(ctx, f.m.cfg.Source, f.m.cfg.BlockSize, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	mctx, cancel := context.WithTimeout(ctx, markWait)
+	to, exact, err := f.m.source.Mark(mctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if !exact {
+		return nil, errors.New("master: capture did not catch up with the changes made while hashing; verify again")
+	}
+	changed, err := f.m.q.changedBetween(ctx, w.Received, to)
+	if err != nil {
+		return nil, err
+	}
+	r := resync.CompareManifests(ours, theirs, changed)
+	r.Seq = w.Received
+	f.m.log.Info("verified a replica against the master", "replica", f.r.Addr, "at", r.Seq,
+		"differences", len(r.Differences), "left_out_changed_since", r.Skipped, "hash_bytes", r.BytesSent)
+	return r, nil
+}
