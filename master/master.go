@@ -302,13 +302,15 @@ func (m *Master) settleActivity() {
 // that never had a session with this master: they may be down for good.
 func (m *Master) drain(stopBy time.Time) {
 	last := m.q.spool.Last()
-	deadline := time.After(time.Until(stopBy))
+	// Every replica waited for sees the same deadline close.
+	ctx, cancel := context.WithDeadline(context.Background(), stopBy)
+	defer cancel()
 	for _, f := range m.feeds {
 		if f.sender.Stats().Sessions == 0 {
 			m.log.Warn("replica never connected; not waiting for it", "replica", f.r.Addr)
 			continue
 		}
-		if !f.waitApplied(last, deadline) {
+		if !f.waitApplied(last, ctx.Done()) {
 			m.log.Warn("replica did not apply everything before the drain timeout; it resumes from its durable point next time",
 				"replica", f.r.Addr, "applied", f.ack().Applied, "last", last, "timeout", m.cfg.DrainTimeout)
 		}
@@ -490,19 +492,19 @@ func (f *feed) ack() stream.Ack {
 	return f.last
 }
 
-// waitApplied waits for the replica to apply seq, or for the deadline; one
+// waitApplied waits for the replica to apply seq, or for done; one
 // away may come back meanwhile.
-func (f *feed) waitApplied(seq uint64, deadline <-chan time.Time) bool {
+func (f *feed) waitApplied(seq uint64, done <-chan struct{}) bool {
 	for {
 		f.mu.Lock()
-		done, ch := f.last.Applied >= seq, f.moved
+		applied, ch := f.last.Applied >= seq, f.moved
 		f.mu.Unlock()
-		if done {
+		if applied {
 			return true
 		}
 		select {
 		case <-ch:
-		case <-deadline:
+		case <-done:
 			return false
 		}
 	}

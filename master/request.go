@@ -22,6 +22,7 @@ type request struct {
 
 type requestResult struct {
 	From   uint64         `json:"from,omitempty"`   // resync: the copy's first seq
+	To     uint64         `json:"to,omitempty"`     // resync: its last, which the replica has applied
 	Report *resync.Report `json:"report,omitempty"` // verify
 	err    error
 }
@@ -52,16 +53,31 @@ func (m *Master) request(ctx context.Context, name string, verify bool) (*reques
 	if !f.sender.Restart() {
 		m.log.Info("replica away: the request waits for its next session", "replica", f.r.Addr)
 	}
+	var res requestResult
 	select {
-	case res := <-r.done:
-		if res.err != nil {
-			return nil, res.err
-		}
-		return &res, nil
+	case res = <-r.done:
 	case <-ctx.Done():
 		f.req.CompareAndSwap(r, nil)
 		return nil, ctx.Err()
 	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	if verify {
+		return &res, nil
+	}
+	// Capture began the copy before From; a mark taken now is answered
+	// once the copy is whole in the spool.
+	to, _, err := m.source.Mark(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.To = m.q.streamSeq(to)
+	if !f.waitApplied(res.To, ctx.Done()) {
+		return nil, fmt.Errorf("master: replica %s had not applied the copy (#%d to #%d): %w", f.r.Addr, res.From, res.To, ctx.Err())
+	}
+	m.log.Info("replica resynchronised on request", "replica", f.r.Addr, "from", res.From, "to", res.To)
+	return &res, nil
 }
 
 func (m *Master) feedNamed(name string) (*feed, error) {

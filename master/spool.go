@@ -405,6 +405,13 @@ func markChanged(ch *resync.Changed, r *journal.Record) {
 	}
 }
 
+// streamSeq is the stream's seq of capture's seq.
+func (q *queue) streamSeq(seq uint64) uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return seq - min(seq, q.shift)
+}
+
 // manifestOf asks a replica for the manifest of what it holds.
 func manifestOf(ctx context.Context, peer stream.Peer, blockSize int) (*resync.Manifest, error) {
 	var d resync.ManifestDecoder

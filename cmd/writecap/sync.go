@@ -41,19 +41,19 @@ resumes without redoing the files it completed.
 
 With --master, the running master at that monitor address resyncs a replica
 on demand: the replica sends its manifest and gets a full copy made against
-it, only what differs, while capture goes on; the command waits until the
-copy has begun.`,
+it, only what differs, while capture goes on; the command returns once the
+replica has applied the copy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if master != "" {
 				if src != "" || dst != "" {
 					return errors.New("sync takes --source and --target, or --master, not both")
 				}
-				var res struct{ From uint64 }
+				var res struct{ From, To uint64 }
 				if err := monitor.Call(cmd.Context(), master, "resync", url.Values{"replica": {rep}}, &res); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "resync of the replica under way: a copy against its manifest from seq %d\n", res.From)
+				fmt.Fprintf(cmd.OutOrStdout(), "replica resynchronised: a copy against its manifest, seqs %d to %d, applied\n", res.From, res.To)
 				return nil
 			}
 			if src == "" || dst == "" {
