@@ -4,9 +4,12 @@ package resync
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/writecap/writecap/snapshot"
 )
 
 // TestSyncOnFilesystems runs sync, verify and an offline import into real
@@ -56,5 +59,23 @@ func TestSyncOnFilesystems(t *testing.T) {
 			}
 			assertSame(t, src, imported)
 		})
+	}
+}
+
+// TestSyncFromSnapshot: a sync from a freeze snapshot of a tree on xfs
+// copies the tree and leaves no snapshot behind.
+func TestSyncFromSnapshot(t *testing.T) {
+	needRoot(t, "mkfs.xfs", "mount")
+	mnt, _ := mountImage(t, makeFS(t, []string{"mkfs.xfs", "-q", "-f"}, 320<<20), "rw")
+	src, dst := filepath.Join(mnt, "data"), t.TempDir()
+	sampleTree(t, src)
+	p, err := snapshot.ByName("freeze", snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncT(t, src, dst, Options{Snapshot: p})
+	assertSame(t, src, dst)
+	if ents, _ := os.ReadDir(filepath.Join(mnt, snapshot.StagingName)); len(ents) != 0 {
+		t.Errorf("snapshot staging still holds %d entries", len(ents))
 	}
 }

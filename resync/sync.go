@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/snapshot"
 )
 
 // Method chooses how a file's content is brought over.
@@ -83,6 +85,10 @@ type Options struct {
 	Trust     Trust
 	Progress  *Progress // may be nil
 	Logger    *slog.Logger
+	// Snapshot, if set, makes a consistent view of the source to sync
+	// from, released at the end; the target gets the source as it was
+	// at that point.
+	Snapshot snapshot.Provider
 	// Skip hears of source entries sync cannot carry (devices, fifos,
 	// sockets); when nil they are an error.
 	Skip func(rel string, err error)
@@ -131,12 +137,25 @@ func Sync(ctx context.Context, source, target string, o Options) (Stats, error) 
 	if err != nil {
 		return Stats{}, err
 	}
+	if o.Snapshot != nil {
+		snap, err := o.Snapshot.Take(ctx, src)
+		if err != nil {
+			return Stats{}, err
+		}
+		defer func() {
+			if err := snap.Release(context.WithoutCancel(ctx)); err != nil {
+				o.Logger.Error("resync: releasing the source's snapshot", "snapshot", snap.Path, "err", err)
+			}
+		}()
+		o.Logger.Info("syncing from a snapshot of the source", "source", src, "snapshot", snap.Path, "provider", snap.Provider)
+		src = snap.Path
+	}
 	root, err := os.OpenRoot(dst)
 	if err != nil {
 		return Stats{}, fmt.Errorf("resync: target %s: %w", dst, err)
 	}
 	defer root.Close()
-	s := &syncer{o: o, src: src, dst: dst, root: root}
+	s := &syncer{o: o, src: src, dst: dst, root: root, touched: map[string]bool{}}
 	if s.ck, err = openCheckpoint(root); err != nil {
 		return Stats{}, err
 	}
@@ -190,8 +209,20 @@ type syncer struct {
 	root     *os.Root
 	ck       *checkpoint
 
-	mu sync.Mutex
-	st Stats
+	mu      sync.Mutex
+	st      Stats
+	touched map[string]bool // directories whose names this sync changed
+}
+
+// touch notes that the directory holding rel changed.
+func (s *syncer) touch(rel string) {
+	dir := path.Dir(rel)
+	if dir == "." {
+		dir = ""
+	}
+	s.mu.Lock()
+	s.touched[dir] = true
+	s.mu.Unlock()
 }
 
 func (s *syncer) stats() Stats {
@@ -257,6 +288,7 @@ func (s *syncer) run(ctx context.Context) error {
 		if err := s.root.RemoveAll(d.Path); err != nil {
 			return fmt.Errorf("resync: remove %s from the target: %w", d.Path, err)
 		}
+		s.touch(d.Path)
 		delete(dstBy, d.Path)
 		gone = d.Path
 		s.count(func(st *Stats) { st.Removed++ })
@@ -278,6 +310,7 @@ func (s *syncer) run(ctx context.Context) error {
 				if err := s.root.Mkdir(e.Path, 0o700); err != nil {
 					return fmt.Errorf("resync: make directory %s: %w", e.Path, err)
 				}
+				s.touch(e.Path)
 			}
 		case KindSymlink:
 			s.count(func(st *Stats) { st.Symlinks++ })
@@ -292,6 +325,7 @@ func (s *syncer) run(ctx context.Context) error {
 			if err := s.root.Symlink(e.Target, e.Path); err != nil {
 				return fmt.Errorf("resync: symlink %s: %w", e.Path, err)
 			}
+			s.touch(e.Path)
 		case KindFile:
 			s.count(func(st *Stats) { st.Files++ })
 			id := [2]uint64{e.Dev, e.Ino}
@@ -319,13 +353,18 @@ func (s *syncer) run(ctx context.Context) error {
 			return err
 		}
 	}
-	// Directories last and deepest first: filling them changed their times.
+	// Directories last and deepest first: filling them changed their
+	// times. One whose names this sync did not change keeps its time.
 	for i := len(srcs) - 1; i >= 0; i-- {
 		e := &srcs[i]
 		if e.Kind == KindFile {
 			continue
 		}
-		if err := s.attrs(e, nil); err != nil {
+		have := dstBy[e.Path]
+		if e.Kind == KindDir && s.touched[e.Path] {
+			have = nil
+		}
+		if err := s.attrs(e, have); err != nil {
 			return err
 		}
 	}
@@ -547,6 +586,7 @@ func (s *syncer) copy(e *Entry) (uint64, error) {
 		s.root.Remove(tmp)
 		return 0, fmt.Errorf("resync: put %s in place: %w", e.Path, err)
 	}
+	s.touch(e.Path)
 	s.count(func(st *Stats) { st.Copied++ })
 	return st.Ino, nil
 }
@@ -650,6 +690,7 @@ func (s *syncer) link(leader, follower string) error {
 	if err := s.root.Link(leader, follower); err != nil {
 		return fmt.Errorf("resync: link %s to %s: %w", follower, leader, err)
 	}
+	s.touch(follower)
 	s.count(func(st *Stats) { st.Linked++ })
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 func exportCmd() *cobra.Command {
 	var (
 		src, dir string
+		snap     string
 		block    = config.Size(resync.DefaultBlockSize)
 		pf       progressFlags
 	)
@@ -36,7 +37,11 @@ gets only what changed since.`,
 			if err != nil {
 				return err
 			}
-			st, err := resync.Export(ctx, src, dir, resync.Options{BlockSize: int(block), Progress: p, Logger: slog.Default()})
+			o := resync.Options{BlockSize: int(block), Progress: p, Logger: slog.Default()}
+			if o.Snapshot, err = snapshotOf(snap, src); err != nil {
+				return err
+			}
+			st, err := resync.Export(ctx, src, dir, o)
 			done()
 			if err != nil {
 				return err
@@ -48,6 +53,7 @@ gets only what changed since.`,
 	f := cmd.Flags()
 	f.StringVar(&src, "source", "", "directory to export")
 	f.StringVar(&dir, "to", "", "directory to write the export to")
+	f.StringVar(&snap, "snapshot", "", "export a snapshot of the source: auto, btrfs, freeze or lvm (default: the live tree)")
 	f.Var(&block, "block-size", "block size of the manifest's hashes")
 	pf.add(f)
 	cmd.MarkFlagRequired("source")

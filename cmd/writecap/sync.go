@@ -19,6 +19,7 @@ import (
 	"github.com/writecap/writecap/config"
 	"github.com/writecap/writecap/monitor"
 	"github.com/writecap/writecap/resync"
+	"github.com/writecap/writecap/snapshot"
 )
 
 func syncCmd() *cobra.Command {
@@ -26,6 +27,7 @@ func syncCmd() *cobra.Command {
 		src, dst      string
 		master, rep   string
 		method, trust string
+		snap          string
 		block, thresh = config.Size(resync.DefaultBlockSize), config.Size(resync.DefaultThreshold)
 		pf            progressFlags
 	)
@@ -72,6 +74,9 @@ replica has applied the copy.`,
 			o := resync.Options{Method: m, Trust: tr, BlockSize: int(block), Threshold: int64(thresh),
 				Progress: &resync.Progress{}, Logger: slog.Default(),
 				Skip: func(rel string, err error) { slog.Warn("not synchronised", "path", rel, "err", err) }}
+			if o.Snapshot, err = snapshotOf(snap, src); err != nil {
+				return err
+			}
 			done, err := pf.show(ctx, o.Progress, "sync")
 			if err != nil {
 				return err
@@ -96,8 +101,20 @@ replica has applied the copy.`,
 	f.StringVar(&trust, "trust", "small", "when equal size and time mean equal content: small (files below the threshold), always, never")
 	f.Var(&block, "block-size", "block size of block-level comparison")
 	f.Var(&thresh, "threshold", "size from which auto compares blocks")
+	f.StringVar(&snap, "snapshot", "", "sync from a snapshot of the source: auto, btrfs, freeze or lvm (default: the live tree)")
 	pf.add(f)
 	return cmd
+}
+
+// snapshotOf is the snapshot provider the --snapshot flag names for dir.
+func snapshotOf(name, dir string) (snapshot.Provider, error) {
+	switch name {
+	case "":
+		return nil, nil
+	case "auto":
+		return snapshot.Detect(dir, snapshot.Options{})
+	}
+	return snapshot.ByName(name, snapshot.Options{})
 }
 
 // progressFlags say how a sync shows its progress: on stderr (a bar on a
