@@ -21,6 +21,7 @@ import (
 type baseFile struct {
 	hashes []resync.Hash
 	bs     int
+	force  []resync.Range // bytes records changed since the base: always sent
 }
 
 // baseClear runs, in a walk against a base, before the master's entry of
@@ -51,6 +52,22 @@ func (p *processor) baseClear(rel string, want resync.Kind, target string) ([]re
 func (p *processor) baseKeep(n *node, rel string) {
 	if hs, keep := p.baseClear(rel, resync.KindFile, ""); keep {
 		p.based[n] = baseFile{hashes: hs, bs: p.base.BlockSize}
+	}
+}
+
+// pairHeld pairs n, which a repair sends whole, with the replicas' copy of
+// it when their manifest has it and no record since moved or replaced it:
+// blocks records touched since are sent anyway, others only if they differ.
+func (p *processor) pairHeld(n *node) {
+	if p.repairHeld == nil {
+		return
+	}
+	rel, ok := p.t.path(n)
+	if !ok || p.repairSince.Named(rel) {
+		return
+	}
+	if e, hs := p.repairHeld.Lookup(rel); e != nil && e.Kind == resync.KindFile && e.Nlink == 1 {
+		p.based[n] = baseFile{hashes: hs, bs: p.repairHeld.BlockSize, force: p.repairSince.Ranges(rel)}
 	}
 }
 
@@ -107,7 +124,7 @@ func (p *processor) readBackDiff(pth string, f *os.File, st *unix.Stat_t, b base
 		for k := 0; k < m; k += b.bs {
 			blk := buf[k:min(k+b.bs, m)]
 			i := (off + int64(k)) / int64(b.bs)
-			if i < int64(len(b.hashes)) && resync.HashOf(blk) == b.hashes[i] {
+			if i < int64(len(b.hashes)) && !b.forced(off+int64(k), int64(len(blk))) && resync.HashOf(blk) == b.hashes[i] {
 				if run >= 0 {
 					p.emit(journal.Record{Op: journal.OpWrite, Path: pth, Offset: off + int64(run), Data: buf[run:k]})
 					run = -1
@@ -132,4 +149,14 @@ func (p *processor) readBackDiff(pth string, f *os.File, st *unix.Stat_t, b base
 	p.s.stats.baseFiles.Add(1)
 	p.s.stats.baseSkipped.Add(uint64(same))
 	return true
+}
+
+// forced reports whether n bytes at off overlap what must be sent anyway.
+func (b baseFile) forced(off, n int64) bool {
+	for _, r := range b.force {
+		if r.Off < off+n && off < r.Off+r.Len {
+			return true
+		}
+	}
+	return false
 }

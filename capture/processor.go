@@ -60,7 +60,9 @@ type processor struct {
 	suspect            map[*node]bool   // directories whose contents are sent again
 	base               *resync.Manifest // what the replicas hold, during the initial walk
 	based              map[*node]baseFile
-	baseGone           map[string]bool // replica paths a record of the walk against base moved or removed
+	baseGone           map[string]bool  // replica paths a record of the walk against base moved or removed
+	repairHeld         *resync.Manifest // during a repair: what the replicas held of files changed whole
+	repairSince        *resync.Changed  // and what records changed since that manifest
 	flushErr           error
 	warnedTooDeep      bool
 	// silent: a walk only learns the tree (resume), sending nothing; what

@@ -7,14 +7,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/resync"
 )
 
 // A Repairer is a Sink that keeps a compact record of what changed instead
 // of records it could not keep (a spool over its limit). RepairAt is called
 // before a repair's first record and returns that record: from seq on, the
 // records bring a replica that missed those changes to the master's state.
+// It may also return what the replicas hold of the files changed whole: a
+// manifest taken at an earlier point, and what the records between that
+// point and seq changed. Those files' blocks that the manifest has, and no
+// record touched since, are not sent again.
 type Repairer interface {
-	RepairAt(seq uint64) *journal.Changes
+	RepairAt(seq uint64) (ch *journal.Changes, held *resync.Manifest, since *resync.Changed)
 }
 
 // Repair asks Run to send again what a Repairer sink's record of changes
@@ -31,12 +36,14 @@ func (p *processor) repairChanges() error {
 	if err := p.flush(); err != nil {
 		return err
 	}
-	ch := rp.RepairAt(p.seq + 1)
+	ch, held, since := rp.RepairAt(p.seq + 1)
 	if ch == nil {
 		return nil
 	}
+	p.repairHeld, p.repairSince = held, since
+	defer func() { p.repairHeld, p.repairSince = nil, nil }()
 	p.s.stats.reconciles.Add(1)
-	before := p.seq
+	before, kept := p.seq, p.s.stats.baseSkipped.Load()
 	err := p.walk(func() error {
 		if ch.Full() {
 			return p.resendAll()
@@ -47,7 +54,8 @@ func (p *processor) repairChanges() error {
 		return err
 	}
 	p.log.Info("repaired what the replicas missed from the master's files", "root", p.root,
-		"paths", ch.Len(), "everything", ch.Full(), "records", p.seq-before)
+		"paths", ch.Len(), "everything", ch.Full(), "records", p.seq-before,
+		"against_replica_manifest", held != nil, "bytes_the_replica_had", p.s.stats.baseSkipped.Load()-kept)
 	return p.flush()
 }
 
@@ -120,6 +128,7 @@ func (p *processor) contentRepair(n *node, pc journal.PathChange) func() {
 			return
 		}
 		if pc.Ranges == nil {
+			p.pairHeld(n)
 			p.dirtyNode(n, 0, toEOF)
 			return
 		}

@@ -616,3 +616,47 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 	rep.stop(t)
 	p.compare()
 }
+
+// TestSpoolOverflowBlocks: scattered writes to a large file while the spool
+// is over its limit are kept only as "this file changed"; when the replica
+// returns, the repair compares the file with the replica's copy (its
+// manifest of the files repaired whole) and sends only the blocks that
+// differ.
+func TestSpoolOverflowBlocks(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t, "--spool-max", "16MiB", "--spool-memory", "4MiB")
+	const size = 64 << 20
+	writeStale(t, filepath.Join(p.src, "db"), filepath.Join(p.outside, "db"), 5, size)
+	rep := p.replica()
+	m := p.master()
+	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool {
+		fi, err := os.Stat(filepath.Join(p.dst, "db"))
+		return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
+	})
+	rep.stop(t)
+	// Overflow the spool, then scatter writes over db: they are dropped.
+	writeStale(t, filepath.Join(p.src, "fill"), filepath.Join(p.outside, "fill"), 6, 32<<20) // random: lz4 cannot shrink it
+	waitFor(t, p.mmetric, "the spool to overflow", func(*monitor.Report) bool {
+		return metric(t, p.mmetric, "writecap_master_spool_overflows_total") >= 1
+	})
+	f, err := os.OpenFile(filepath.Join(p.src, "db"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if _, err := f.WriteAt([]byte("scattered"), int64(i)*(size/200)+int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	rep = p.replica()
+	m.stop(t)
+	rep.stop(t)
+	p.compare()
+	if !strings.Contains(m.stderr.String(), "against_replica_manifest=true") {
+		t.Fatalf("the repair did not use the replica's manifest:\n%s", lastLines(m.stderr.String(), 30))
+	}
+	if had := logInt(t, m.stderr.String(), "bytes_the_replica_had"); had < size/2 {
+		t.Errorf("the repair found %d bytes of db on the replica; 200 small writes leave most of its %d", had, size)
+	}
+}

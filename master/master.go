@@ -428,7 +428,7 @@ func (f *feed) Start(ctx context.Context, w *stream.Welcome, p stream.Peer) (str
 		from, how, err = f.m.q.startCopy(ctx, w.Epoch, w.Durable, p)
 		req.done <- requestResult{From: from, err: err}
 	} else {
-		from, how, err = f.m.q.start(ctx, w.Epoch, w.Durable, p)
+		from, how, err = f.m.q.start(ctx, w.Epoch, w.Durable, holds(w), p)
 	}
 	if req != nil && req.verify {
 		res := requestResult{err: err}
@@ -457,6 +457,10 @@ func (f *feed) Start(ctx context.Context, w *stream.Welcome, p stream.Peer) (str
 	f.progress(a)
 	return f.m.q.spool.Cursor(from), rs, nil
 }
+
+// holds is the seq a replica's tree is at once it has applied all it has:
+// a restarted replica may have released from its spool what it applied.
+func holds(w *stream.Welcome) uint64 { return max(w.Received, w.Applied) }
 
 func (f *feed) Progress(a stream.Ack) {
 	f.progress(a)

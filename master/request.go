@@ -94,7 +94,7 @@ func (m *Master) feedNamed(name string) (*feed, error) {
 }
 
 // verify compares the master's tree with what the replica holds once it
-// has applied all it holds (w.Received): only hashes cross. What the
+// has applied all it holds: only hashes cross. What the
 // master's records after that changed is left out, up to a mark taken after
 // the master's tree was hashed, so every change the hashes saw is known.
 func (f *feed) verify(ctx context.Context, w *stream.Welcome, p stream.Peer) (*resync.Report, error) {
@@ -115,12 +115,12 @@ func (f *feed) verify(ctx context.Context, w *stream.Welcome, p stream.Peer) (*r
 	if !exact {
 		return nil, errors.New("master: capture did not catch up with the changes made while hashing; verify again")
 	}
-	changed, err := f.m.q.changedBetween(ctx, w.Received, to)
+	changed, err := f.m.q.changedBetween(ctx, holds(w), to)
 	if err != nil {
 		return nil, err
 	}
 	r := resync.CompareManifests(ours, theirs, changed)
-	r.Seq = w.Received
+	r.Seq = holds(w)
 	f.m.log.Info("verified a replica against the master", "replica", f.r.Addr, "at", r.Seq,
 		"differences", len(r.Differences), "left_out_changed_since", r.Skipped, "hash_bytes", r.BytesSent)
 	return r, nil

@@ -48,6 +48,7 @@ type queue struct {
 	repairs   uint64           // repairs sent for dropped records
 	evicted   uint64           // times a replica away lost its place in the spool
 	resumes   uint64           // replicas of an earlier master repaired rather than rebuilt
+	held      *heldFiles       // a replica's manifest of the files the pending repair sends whole
 	marks     []mark           // capture times of recent batches, for lag
 	bytes     uint64           // batch bytes appended, all time
 }
@@ -202,17 +203,65 @@ func (q *queue) askRepair() {
 }
 
 // RepairAt is called by capture before the repair's first record.
-func (q *queue) RepairAt(seq uint64) *journal.Changes {
+func (q *queue) RepairAt(seq uint64) (*journal.Changes, *resync.Manifest, *resync.Changed) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	ch := q.changes
-	q.changes, q.repairing = nil, false
-	if ch != nil {
-		q.repairs++
-		q.m.log.Info("repairing what the replicas missed while the spool was full", "paths", ch.Len(),
-			"everything", ch.Full(), "from", seq-q.shift)
+	ch, held := q.changes, q.held
+	q.changes, q.repairing, q.held = nil, false, nil
+	if ch == nil {
+		return nil, nil, nil
 	}
-	return ch
+	q.repairs++
+	q.m.log.Info("repairing what the replicas missed while the spool was full", "paths", ch.Len(),
+		"everything", ch.Full(), "from", seq-q.shift, "replica_manifest_files", heldLen(held), "manifest_at", heldAt(held))
+	if held == nil {
+		return ch, nil, nil
+	}
+	// Every replica that resumes from the spool has applied the same
+	// records before the repair: the manifest plus what those after it
+	// changed is what each holds.
+	since, err := q.changedInSpool(context.Background(), held.at, seq-q.shift-1)
+	if err != nil {
+		q.m.log.Warn("the repair sends the files whole", "err", err)
+		return ch, nil, nil
+	}
+	return ch, held.m, since
+}
+
+// heldFiles is what a replica holds of the files a repair sends whole, at
+// seq at.
+type heldFiles struct {
+	m  *resync.Manifest
+	at uint64
+}
+
+func heldAt(h *heldFiles) uint64 {
+	if h == nil {
+		return 0
+	}
+	return h.at
+}
+
+func heldLen(h *heldFiles) int {
+	if h == nil {
+		return 0
+	}
+	return len(h.m.Entries)
+}
+
+// wholePaths are the files the pending repair sends whole, when it is not
+// under way; q.mu is held.
+func (q *queue) wholePaths() []string {
+	if q.changes == nil || q.repairing || q.changes.Full() {
+		return nil
+	}
+	var paths []string
+	q.changes.Each(func(rel string, pc journal.PathChange) {
+		if rel != "" && pc.What&journal.ChangedContent != 0 && pc.Ranges == nil {
+			paths = append(paths, rel)
+		}
+	})
+	return paths
 }
 
 // RebuildAt is called by capture before a full copy's first record.
@@ -250,7 +299,8 @@ const (
 	startDiff                    // keeps its data: a full copy against its manifest follows
 )
 
-// start decides where a replica in state (epoch, durable) resumes: right
+// start decides where a replica in state (epoch, durable; its tree at seq
+// holds once it applied all it has) resumes: right
 // after durable if the spool holds everything since; from this master's
 // first record, a repair, if an earlier master's activity record covers
 // what it lacks. Otherwise it asks the replica what it holds: an empty
@@ -258,9 +308,25 @@ const (
 // with data keeps it and gets a full copy made against its manifest, which
 // sends only what differs. A replica that resumes while changes were
 // dropped gets their repair after the spool.
-func (q *queue) start(ctx context.Context, epoch, durable uint64, peer stream.Peer) (uint64, startHow, error) {
+func (q *queue) start(ctx context.Context, epoch, durable, holds uint64, peer stream.Peer) (uint64, startHow, error) {
 	q.mu.Lock()
 	if epoch == q.m.epoch && q.holds(durable+1) {
+		paths := q.wholePaths()
+		q.mu.Unlock()
+		if len(paths) > 0 {
+			// The repair of what the spool could not keep sends these files
+			// whole; what the replica holds of them spares their blocks.
+			m, err := manifestOfPaths(ctx, peer, q.m.cfg.BlockSize, paths)
+			if err != nil {
+				return 0, startResume, err
+			}
+			q.mu.Lock()
+			if q.changes != nil && !q.repairing {
+				q.held = &heldFiles{m: m, at: holds}
+			}
+			q.mu.Unlock()
+		}
+		q.mu.Lock()
 		q.askRepair()
 		q.mu.Unlock()
 		return durable + 1, startResume, nil
@@ -347,6 +413,11 @@ func (q *queue) changedBetween(ctx context.Context, from, to uint64) (*resync.Ch
 	}
 	to -= q.shift
 	q.mu.Unlock()
+	return q.changedInSpool(ctx, from, to)
+}
+
+// changedInSpool is what the spool's records after from, up to to, changed.
+func (q *queue) changedInSpool(ctx context.Context, from, to uint64) (*resync.Changed, error) {
 	ch := resync.NewChanged()
 	if to <= from {
 		return ch, nil
@@ -414,8 +485,14 @@ func (q *queue) streamSeq(seq uint64) uint64 {
 
 // manifestOf asks a replica for the manifest of what it holds.
 func manifestOf(ctx context.Context, peer stream.Peer, blockSize int) (*resync.Manifest, error) {
+	return manifestOfPaths(ctx, peer, blockSize, nil)
+}
+
+// manifestOfPaths asks a replica for the manifest of the paths it holds of
+// paths (nil: all it holds).
+func manifestOfPaths(ctx context.Context, peer stream.Peer, blockSize int, paths []string) (*resync.Manifest, error) {
 	var d resync.ManifestDecoder
-	err := peer.Manifest(ctx, &stream.ManifestRequest{BlockSize: blockSize}, func(b []byte) error {
+	err := peer.Manifest(ctx, &stream.ManifestRequest{BlockSize: blockSize, Paths: paths}, func(b []byte) error {
 		_, err := d.Part(b)
 		return err
 	})
@@ -441,6 +518,12 @@ func (q *queue) DirsAt(_ uint64, dirs map[uint64]string) {
 
 // releasedUpTo lets the spool drop batches every replica made durable.
 func (q *queue) releasedUpTo(seq uint64) error {
+	q.mu.Lock()
+	if q.held != nil {
+		// The repair pending reads what changed after the manifest's point.
+		seq = min(seq, q.held.at)
+	}
+	q.mu.Unlock()
 	if err := q.spool.Release(seq); err != nil {
 		return err
 	}

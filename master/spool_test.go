@@ -96,7 +96,7 @@ func TestQueueStart(t *testing.T) {
 			if holds == nil {
 				holds = &resync.Manifest{BlockSize: resync.DefaultBlockSize}
 			}
-			from, how, err := q.start(context.Background(), epoch, tt.durable, holder{holds})
+			from, how, err := q.start(context.Background(), epoch, tt.durable, tt.durable, holder{holds})
 			if err != nil {
 				t.Fatal(err)
 			}

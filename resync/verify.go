@@ -129,6 +129,20 @@ func (c *Changed) Bytes(p string, off, n int64) {
 	c.ranges[p] = append(c.ranges[p], Range{Off: off, Len: n})
 }
 
+// Named reports whether p's name changed since: p or a directory above it
+// moved or was replaced, or p was made.
+func (c *Changed) Named(p string) bool {
+	return c.entry(p) || c != nil && c.made[p]
+}
+
+// Ranges are the bytes of p marked as changed.
+func (c *Changed) Ranges(p string) []Range {
+	if c == nil {
+		return nil
+	}
+	return c.ranges[p]
+}
+
 func (c *Changed) entry(p string) bool {
 	if c == nil {
 		return false
