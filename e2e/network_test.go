@@ -568,7 +568,8 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 	m := p.master()
 	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool { return applied(r) > 0 })
 	done := p.workload(16, 1500)
-	out, err := exec.Command(binary, "verify", "--master", p.mmetric).CombinedOutput()
+	waitFor(t, p.mmetric, "the workload to be under way", func(r *monitor.Report) bool { return r.Scenarios[0].Captured >= 1000 })
+	out, err := exec.Command(binary, "verify", "--master", p.mmetric, "--at", "1000").CombinedOutput()
 	if err != nil {
 		t.Fatalf("verify while the workload ran: %v\n%s", err, out)
 	}
@@ -582,10 +583,15 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 	// Once the replica has everything, nothing rewrites its copy of
 	// "before" (the workload never touches it) but a repair.
 	captured := status(t, p.mmetric).Scenarios[0].Captured
-	waitFor(t, p.rmetric, "the replica to apply everything", func(r *monitor.Report) bool { return applied(r) >= captured })
-	out, err = exec.Command(binary, "verify", "--master", p.mmetric).CombinedOutput()
+	out, err = exec.Command(binary, "verify", "--master", p.mmetric, "--at", fmt.Sprint(captured)).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "identical") || strings.Contains(string(out), " 0 bytes compared") {
-		t.Fatalf("verify of a replica that has everything: %v\n%s", err, out)
+		t.Fatalf("verify at #%d, all the workload made: %v\n%s", captured, err, out)
+	}
+	var at uint64
+	if i := strings.Index(string(out), " at seq "); i < 0 {
+		t.Fatalf("verify does not say its seq:\n%s", out)
+	} else if fmt.Sscanf(string(out[i+len(" at seq "):]), "%d", &at); at < captured {
+		t.Errorf("verify --at %d compared at #%d", captured, at)
 	}
 
 	f, err := os.OpenFile(filepath.Join(p.dst, "before"), os.O_WRONLY, 0)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/writecap/writecap/monitor"
@@ -35,8 +36,33 @@ const markWait = 10 * time.Second
 func (m *Master) actions() map[string]monitor.Action {
 	return map[string]monitor.Action{
 		"resync": func(ctx context.Context, q url.Values) (any, error) { return m.request(ctx, q.Get("replica"), false) },
-		"verify": func(ctx context.Context, q url.Values) (any, error) { return m.request(ctx, q.Get("replica"), true) },
+		"verify": func(ctx context.Context, q url.Values) (any, error) {
+			var at uint64
+			if v := q.Get("at"); v != "" {
+				var err error
+				if at, err = strconv.ParseUint(v, 10, 64); err != nil {
+					return nil, fmt.Errorf("master: verify at %q: not a sequence number", v)
+				}
+			}
+			return m.verifyAt(ctx, q.Get("replica"), at)
+		},
 	}
+}
+
+// verifyAt verifies a replica once it has applied seq at: the comparison
+// is made at the seq it has then applied, at or after at.
+func (m *Master) verifyAt(ctx context.Context, name string, at uint64) (*requestResult, error) {
+	f, err := m.feedNamed(name)
+	if err != nil {
+		return nil, err
+	}
+	if at > m.q.spool.Last() {
+		return nil, fmt.Errorf("master: verify at #%d: the master has captured up to #%d", at, m.q.spool.Last())
+	}
+	if !f.waitApplied(at, ctx.Done()) {
+		return nil, ctx.Err()
+	}
+	return m.request(ctx, name, true)
 }
 
 // request runs a request on the replica named (by address or identity; ""

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -22,6 +23,7 @@ func verifyCmd() *cobra.Command {
 	var (
 		src, dst    string
 		master, rep string
+		at          uint64
 		block       = config.Size(resync.DefaultBlockSize)
 		pf          progressFlags
 	)
@@ -44,7 +46,8 @@ is left out of the comparison and counted.`,
 			switch {
 			case master != "" && src == "" && dst == "":
 				var res struct{ Report *resync.Report }
-				if err := monitor.Call(ctx, master, "verify", url.Values{"replica": {rep}}, &res); err != nil {
+				q := url.Values{"replica": {rep}, "at": {strconv.FormatUint(at, 10)}}
+				if err := monitor.Call(ctx, master, "verify", q, &res); err != nil {
 					return err
 				}
 				r = res.Report
@@ -68,6 +71,7 @@ is left out of the comparison and counted.`,
 	f.StringVar(&dst, "target", "", "directory to check against it")
 	f.StringVar(&master, "master", "", "a running master's --metrics address: verify its replica")
 	f.StringVar(&rep, "replica", "", "the replica to verify, by address or identity (with --master; may be omitted when there is one)")
+	f.Uint64Var(&at, "at", 0, "with --master: compare once the replica has applied this sequence number (at the seq it has applied then)")
 	f.Var(&block, "block-size", "block size of the comparison")
 	pf.add(f)
 	return cmd
