@@ -43,6 +43,7 @@ func (p *processor) dirtyNode(n *node, lo, hi int64) {
 func (p *processor) readBack(n *node, lo, hi int64) bool {
 	pth, ok := p.t.path(n)
 	if !ok {
+		delete(p.based, n)
 		return true // no name left: nothing to repair
 	}
 	f, err := os.OpenFile(p.abs(pth), os.O_RDONLY|unix.O_NOFOLLOW, 0)

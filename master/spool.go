@@ -317,14 +317,18 @@ func (q *queue) start(ctx context.Context, epoch, durable, holds uint64, peer st
 			// The repair of what the spool could not keep sends these files
 			// whole; what the replica holds of them spares their blocks.
 			m, err := manifestOfPaths(ctx, peer, q.m.cfg.BlockSize, paths)
-			if err != nil {
-				return 0, startResume, err
+			switch {
+			case ctx.Err() != nil:
+				return 0, startResume, ctx.Err()
+			case err != nil:
+				q.m.log.Warn("the repair sends the files whole", "err", err)
+			default:
+				q.mu.Lock()
+				if q.changes != nil && !q.repairing {
+					q.held = &heldFiles{m: m, at: holds}
+				}
+				q.mu.Unlock()
 			}
-			q.mu.Lock()
-			if q.changes != nil && !q.repairing {
-				q.held = &heldFiles{m: m, at: holds}
-			}
-			q.mu.Unlock()
 		}
 		q.mu.Lock()
 		q.askRepair()
