@@ -47,7 +47,7 @@ func (f *File) Masters() ([]master.Config, error) {
 			Compress:  s.Compress == nil || *s.Compress,
 			Bandwidth: int64(s.Bandwidth), SpoolMem: int64(s.Spool.Memory), SpoolMax: int64(s.Spool.Max),
 			MinFree: int64(s.Spool.MinFree), DrainTimeout: time.Duration(s.Drain), Metrics: f.Metrics,
-			ResumeSlack: time.Duration(s.Slack),
+			ResumeSlack: time.Duration(s.Slack), BlockSize: int(s.BlockSize),
 		}
 		c.Stream.Heartbeat, c.Stream.Timeout = time.Duration(f.Heartbeat), time.Duration(f.Timeout)
 		c.Capture.RingSize, c.Capture.MaxData = int(s.RingSize), int64(s.MaxData)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/writecap/writecap/resync"
 )
 
 // File is a scenario file. A master uses the scenarios with a source; a
@@ -69,6 +71,9 @@ type Scenario struct {
 	MaxData   Size      `yaml:"max_data"`
 	Drain     Duration  `yaml:"drain_timeout"`
 	Slack     Duration  `yaml:"resume_slack"`
+	// BlockSize is the block of comparisons with what a replica holds
+	// (sync at scenario start, repairs, verify); default 64 KiB.
+	BlockSize Size `yaml:"block_size"`
 	// replica side
 	Root   string `yaml:"root"`
 	Master string `yaml:"master"` // the master identity it takes; "" any of the CA
@@ -186,6 +191,9 @@ func (f *File) check() error {
 		if s.Drain < 0 || s.Slack < 0 {
 			return fmt.Errorf("scenario %s: drain_timeout %v, resume_slack %v: durations cannot be negative: %w",
 				s.ID, time.Duration(s.Drain), time.Duration(s.Slack), ErrInvalid)
+		}
+		if s.BlockSize > resync.MaxBlockSize {
+			return fmt.Errorf("scenario %s: block_size %d: at most %d: %w", s.ID, s.BlockSize, resync.MaxBlockSize, ErrInvalid)
 		}
 		for j, r := range s.Replicas {
 			if r.Addr == "" {

@@ -287,6 +287,11 @@ func TestLoadRejects(t *testing.T) {
 			want: []string{"line 3", "-1GiB"},
 		},
 		{
+			name: "a block size too large",
+			text: "scenarios:\n  - {id: db, source: /s, block_size: 1GiB, replicas: [{addr: \"r:1\"}]}\n",
+			want: []string{"scenario db", "block_size 1073741824"},
+		},
+		{
 			name: "a size too large",
 			text: "scenarios:\n  - id: db\n    ring_size: 5EiB\n",
 			want: []string{"line 3", "5EiB"},

@@ -89,5 +89,6 @@ With --config FILE the scenario file gives every setting instead of flags.`,
 	fl.DurationVar((*time.Duration)(&s.Slack), "resume-slack", 30*time.Second,
 		"after a restart, also repair what changed this long before the last recorded change")
 	fl.DurationVar((*time.Duration)(&s.Drain), "drain-timeout", time.Minute, "how long a stopping master waits for replicas")
+	fl.Var(&s.BlockSize, "block-size", "block of comparisons with what a replica holds (default 64KiB)")
 	return cmd
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/writecap/writecap/mirror"
+	"github.com/writecap/writecap/resync"
 )
 
 func mirrorCmd() *cobra.Command {
@@ -35,6 +36,7 @@ durable and exits 0.`,
 	f.StringVar(&cfg.Source, "source", "", "protected directory")
 	f.StringVar(&cfg.Target, "target", "", "replica directory (made an exact copy of source)")
 	f.BoolVar(&cfg.Compress, "compress", true, "lz4-compress journal batches")
+	f.IntVar(&cfg.BlockSize, "block-size", resync.DefaultBlockSize, "block of the initial comparison with what the target holds")
 	f.IntVar(&cfg.Capture.RingSize, "ring-size", 64<<20, "kernel ring buffer bytes (power of two); when full, lost ranges are re-read from the source")
 	f.Int64Var(&cfg.Capture.MaxData, "max-data", 8<<20, "largest write whose bytes travel through the ring; larger writes are re-read from the source")
 	cmd.MarkFlagRequired("source")
