@@ -152,11 +152,4 @@ func (p *processor) readBackDiff(pth string, f *os.File, st *unix.Stat_t, b base
 }
 
 // forced reports whether n bytes at off overlap what must be sent anyway.
-func (b baseFile) forced(off, n int64) bool {
-	for _, r := range b.force {
-		if r.Off < off+n && off < r.Off+r.Len {
-			return true
-		}
-	}
-	return false
-}
+func (b baseFile) forced(off, n int64) bool { return resync.Overlaps(b.force, off, n) }

@@ -306,9 +306,6 @@ func (p *processor) reconcileWith(base *resync.Manifest) error {
 
 // tick checks the kernel's counters for loss and turns it into repairs.
 func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
-	if err := p.answerMarks(); err != nil {
-		return err
-	}
 	if p.s.resync.Swap(false) {
 		if err := p.rebuild(p.s.resyncBase.Swap(nil)); err != nil {
 			return err
@@ -368,5 +365,9 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 		p.log.Warn("files nested deeper than the kernel walk limit on a protected file system are not captured",
 			"limit", maxDepth)
 	}
-	return nil
+	if c[cntRingFull] != last[cntRingFull] || c[cntMetaLost] != last[cntMetaLost] || len(p.lossDue) > 0 {
+		// Changes lost in the kernel are repaired later: marks wait.
+		return nil
+	}
+	return p.answerMarks()
 }

@@ -150,6 +150,11 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 			p.baseDrop(from)
 			p.baseDrop(rel)
 			p.emit(journal.Record{Op: journal.OpRename, Path: from, Path2: rel})
+			if p.assert || p.base != nil {
+				// A replica being copied may not hold from: it gets the
+				// directory all the same, and the walk fills it.
+				p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
+			}
 			p.attrs(rel, st)
 			op := known.links[0]
 			p.t.move(op.parent, op.name, dn, name)

@@ -146,7 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := sp.Reset(0); err != nil {
 		return err
 	}
-	m.q = &queue{m: m, spool: sp, enc: journal.NewEncoder(journal.EncoderOptions{Compress: cfg.Compress}), rebuilt: make(chan struct{}), released: make(chan struct{}),
+	m.q = &queue{m: m, spool: sp, enc: journal.NewEncoder(journal.EncoderOptions{Compress: cfg.Compress}), rebuilt: make(chan struct{}), released: make(chan struct{}), copying: make(chan struct{}, 1),
 		full: func(base *resync.Manifest) { m.source.Resync(base) }}
 
 	cc := cfg.Capture

@@ -37,7 +37,7 @@ type queue struct {
 	rebuild   uint64           // first seq of the latest full copy the spool holds whole; 0: none
 	rebuiltOn *resync.Manifest // what that copy was made against: nil, an empty replica
 	rebuilt   chan struct{}    // closed and replaced when rebuild moves
-	based     sync.Mutex       // one full copy against a replica's manifest at a time
+	copying   chan struct{}    // one full copy asked of capture at a time
 	diffs     uint64           // full copies made against a replica's manifest
 	released  chan struct{}    // closed and replaced when the spool releases
 	changes   *journal.Changes // while overflowing: what the dropped records changed
@@ -205,22 +205,30 @@ func (q *queue) askRepair() {
 // RepairAt is called by capture before the repair's first record.
 func (q *queue) RepairAt(seq uint64) (*journal.Changes, *resync.Manifest, *resync.Changed) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	ch, held := q.changes, q.held
-	q.changes, q.repairing, q.held = nil, false, nil
+	ch, held, last := q.changes, q.held, seq-q.shift-1
+	q.changes, q.repairing = nil, false
+	if ch != nil {
+		q.repairs++
+	}
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		q.held = nil // the spool may release past its point again
+		q.mu.Unlock()
+	}()
 	if ch == nil {
 		return nil, nil, nil
 	}
-	q.repairs++
 	q.m.log.Info("repairing what the replicas missed while the spool was full", "paths", ch.Len(),
-		"everything", ch.Full(), "from", seq-q.shift, "replica_manifest_files", heldLen(held), "manifest_at", heldAt(held))
+		"everything", ch.Full(), "from", last+1, "replica_manifest_files", heldLen(held), "manifest_at", heldAt(held))
 	if held == nil {
 		return ch, nil, nil
 	}
 	// Every replica that resumes from the spool has applied the same
 	// records before the repair: the manifest plus what those after it
-	// changed is what each holds.
-	since, err := q.changedInSpool(context.Background(), held.at, seq-q.shift-1)
+	// changed is what each holds. The spool keeps them: release stops at
+	// the manifest's point while the repair is pending.
+	since, err := q.changedInSpool(context.Background(), held.at, last)
 	if err != nil {
 		q.m.log.Warn("the repair sends the files whole", "err", err)
 		return ch, nil, nil
@@ -353,46 +361,38 @@ func (q *queue) startCopy(ctx context.Context, epoch, durable uint64, peer strea
 	if err != nil {
 		return 0, startRebuild, err
 	}
-	if len(m.Entries) > 0 {
-		from, err := q.diff(ctx, m, epoch, durable)
-		return from, startDiff, err
+	if len(m.Entries) == 0 {
+		from, err := q.fullCopy(ctx, nil, epoch, durable)
+		return from, startRebuild, err
 	}
-	q.mu.Lock()
-	asked := false
-	for {
-		if q.rebuild != 0 && q.rebuiltOn == nil && q.changes == nil && q.holds(q.rebuild) {
-			from := q.rebuild
-			q.mu.Unlock()
-			return from, startRebuild, nil
-		}
-		if !asked {
-			q.m.log.Info("asking capture for a full copy of the tree for an empty replica",
-				"replica_epoch", epoch, "replica_durable", durable, "epoch", q.m.epoch)
-			q.full(nil)
-			asked = true
-		}
-		ch := q.rebuilt
-		q.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return 0, startRebuild, ctx.Err()
-		case <-ch:
-		}
-		q.mu.Lock()
-	}
+	from, err := q.fullCopy(ctx, m, epoch, durable)
+	return from, startDiff, err
 }
 
-// diff asks capture for a full copy of the tree against m, a replica's
-// manifest, and returns where it begins.
-func (q *queue) diff(ctx context.Context, m *resync.Manifest, epoch, durable uint64) (uint64, error) {
-	q.based.Lock()
-	defer q.based.Unlock()
-	q.m.log.Info("asking capture for a full copy against what the replica holds: only what differs goes",
-		"replica_epoch", epoch, "replica_durable", durable, "replica_entries", len(m.Entries), "epoch", q.m.epoch)
-	q.full(m)
+// fullCopy returns where a full copy against base begins (nil: as to an
+// empty replica), one the spool holds or one it asks capture for. Capture
+// keeps one base at a time, so requests take turns.
+func (q *queue) fullCopy(ctx context.Context, base *resync.Manifest, epoch, durable uint64) (uint64, error) {
+	select {
+	case q.copying <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { <-q.copying }()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.rebuiltOn != m {
+	if base == nil && q.rebuild != 0 && q.rebuiltOn == nil && q.changes == nil && q.holds(q.rebuild) {
+		return q.rebuild, nil
+	}
+	if base == nil {
+		q.m.log.Info("asking capture for a full copy of the tree for an empty replica",
+			"replica_epoch", epoch, "replica_durable", durable, "epoch", q.m.epoch)
+	} else {
+		q.m.log.Info("asking capture for a full copy against what the replica holds: only what differs goes",
+			"replica_epoch", epoch, "replica_durable", durable, "replica_entries", len(base.Entries), "epoch", q.m.epoch)
+	}
+	q.full(base)
+	for {
 		ch := q.rebuilt
 		q.mu.Unlock()
 		select {
@@ -402,9 +402,13 @@ func (q *queue) diff(ctx context.Context, m *resync.Manifest, epoch, durable uin
 		case <-ch:
 		}
 		q.mu.Lock()
+		if q.rebuiltOn == base && q.changes == nil && q.holds(q.rebuild) {
+			if base != nil {
+				q.diffs++
+			}
+			return q.rebuild, nil
+		}
 	}
-	q.diffs++
-	return q.rebuild, nil
 }
 
 // changedBetween is what the stream's records after seq from changed, up

@@ -3,7 +3,9 @@ package master
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/writecap/writecap/journal"
 	"github.com/writecap/writecap/resync"
@@ -24,7 +26,7 @@ func testQueue(t *testing.T) *queue {
 	t.Cleanup(func() { sp.Close() })
 	m.al = mustNewActivity(t, dir, m.epoch, nil, log)
 	m.q = &queue{m: m, spool: sp, enc: journal.NewEncoder(journal.EncoderOptions{}),
-		rebuilt: make(chan struct{}), released: make(chan struct{}), full: func(*resync.Manifest) {}}
+		rebuilt: make(chan struct{}), released: make(chan struct{}), copying: make(chan struct{}, 1), full: func(*resync.Manifest) {}}
 	m.cfg.BlockSize = resync.DefaultBlockSize
 	return m.q
 }
@@ -107,5 +109,71 @@ func TestQueueStart(t *testing.T) {
 				t.Errorf("capture was asked for a copy against %v, want the replica's manifest", asked)
 			}
 		})
+	}
+}
+
+// TestQueueFullCopiesTakeTurns: capture keeps one base at a time, so when
+// an empty replica and one holding files both need a full copy, each must
+// get one made for it, not wait for ever on the other's.
+func TestQueueFullCopiesTakeTurns(t *testing.T) {
+	q := testQueue(t)
+	if err := q.Write(writes(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		slot *resync.Manifest
+	)
+	asked := make(chan struct{}, 8)
+	q.full = func(base *resync.Manifest) {
+		mu.Lock()
+		slot = base
+		mu.Unlock()
+		asked <- struct{}{}
+	}
+	// Capture: at its tick, one full copy against the last base asked.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-asked:
+			}
+			for len(asked) > 0 {
+				<-asked
+			}
+			mu.Lock()
+			b := slot
+			mu.Unlock()
+			q.RebuildAt(q.spool.Last()+1, b)
+		}
+	}()
+	holds := &resync.Manifest{BlockSize: resync.DefaultBlockSize, Entries: []resync.Entry{{Path: "f", Kind: resync.KindFile, Size: 1, Nlink: 1}},
+		Hashes: [][]resync.Hash{{{1}}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type result struct {
+		how startHow
+		err error
+	}
+	results := make(chan result, 2)
+	for _, m := range []*resync.Manifest{{BlockSize: resync.DefaultBlockSize}, holds} {
+		go func() {
+			_, how, err := q.start(ctx, 4, 3, 3, holder{m})
+			results <- result{how, err}
+		}()
+	}
+	got := map[startHow]bool{}
+	for range 2 {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("a replica never got its full copy: %v", r.err)
+		}
+		got[r.how] = true
+	}
+	if !got[startRebuild] || !got[startDiff] {
+		t.Errorf("starts %v, want one copy as to an empty replica and one against the manifest", got)
 	}
 }

@@ -511,7 +511,9 @@ func (s *syncer) file(ctx context.Context, t *fileTask) error {
 			return s.attrs(e, d)
 		}
 	}
-	block := s.o.Method == MethodBlock || s.o.Method == MethodAuto && e.Size >= s.o.Threshold
+	// A file whose other names the target already links to it is
+	// rewritten in place: a new inode would leave those names behind.
+	block := s.o.Method == MethodBlock || s.o.Method == MethodAuto && e.Size >= s.o.Threshold || t.inSync && d.Nlink > 1
 	var (
 		ino uint64
 		err error

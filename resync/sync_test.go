@@ -3,6 +3,7 @@ package resync
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -237,4 +238,22 @@ func FuzzParseCheckpoint(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSyncChangedHardLinks: a file with two names on both sides whose
+// content changed keeps both names on one inode with the new content,
+// whatever the method.
+func TestSyncChangedHardLinks(t *testing.T) {
+	for _, m := range []Method{MethodAuto, MethodFile, MethodBlock} {
+		t.Run(fmt.Sprint(m), func(t *testing.T) {
+			src, dst := t.TempDir(), t.TempDir()
+			write(t, src, "a", []byte("old content"), 0o644)
+			os.Link(filepath.Join(src, "a"), filepath.Join(src, "b"))
+			syncT(t, src, dst, Options{})
+			write(t, src, "a", []byte("new content!"), 0o644)
+			syncT(t, src, dst, Options{Method: m})
+			assertSame(t, src, dst)
+			equalBytes(t, "b", read(t, dst, "b"), []byte("new content!"))
+		})
+	}
 }

@@ -1,10 +1,12 @@
 package resync
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -108,11 +110,13 @@ type Changed struct {
 	made   map[string]bool // whether the entry exists, and its kind
 	attrs  map[string]bool // its mode and owner
 	ranges map[string][]Range
+	merged map[string]bool // ranges[p] is sorted and merged
 }
 
 // NewChanged returns an empty Changed.
 func NewChanged() *Changed {
-	return &Changed{whole: map[string]bool{}, made: map[string]bool{}, attrs: map[string]bool{}, ranges: map[string][]Range{}}
+	return &Changed{whole: map[string]bool{}, made: map[string]bool{}, attrs: map[string]bool{},
+		ranges: map[string][]Range{}, merged: map[string]bool{}}
 }
 
 // Entry marks p, and everything beneath it, as changed.
@@ -127,6 +131,33 @@ func (c *Changed) Attrs(p string) { c.attrs[p] = true }
 // Bytes marks n bytes of p from off as changed.
 func (c *Changed) Bytes(p string, off, n int64) {
 	c.ranges[p] = append(c.ranges[p], Range{Off: off, Len: n})
+	delete(c.merged, p)
+}
+
+// rangesOf returns p's ranges sorted and merged, merging them once.
+func (c *Changed) rangesOf(p string) []Range {
+	rs := c.ranges[p]
+	if c.merged[p] || len(rs) < 2 {
+		return rs
+	}
+	slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.Off, b.Off) })
+	out := rs[:1]
+	for _, r := range rs[1:] {
+		last := &out[len(out)-1]
+		if r.Off <= last.Off+last.Len {
+			last.Len = max(last.Len, r.Off+r.Len-last.Off)
+			continue
+		}
+		out = append(out, r)
+	}
+	c.ranges[p], c.merged[p] = out, true
+	return out
+}
+
+// Overlaps reports whether n bytes at off meet any of rs, sorted and merged.
+func Overlaps(rs []Range, off, n int64) bool {
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].Off+rs[i].Len > off })
+	return i < len(rs) && rs[i].Off < off+n
 }
 
 // Named reports whether p's name changed since: p or a directory above it
@@ -135,17 +166,20 @@ func (c *Changed) Named(p string) bool {
 	return c.entry(p) || c != nil && c.made[p]
 }
 
-// Ranges are the bytes of p marked as changed.
+// Ranges are the bytes of p marked as changed, sorted and merged.
 func (c *Changed) Ranges(p string) []Range {
 	if c == nil {
 		return nil
 	}
-	return c.ranges[p]
+	return c.rangesOf(p)
 }
 
 func (c *Changed) entry(p string) bool {
 	if c == nil {
 		return false
+	}
+	if c.whole[""] {
+		return true // the root's names changed: everything beneath it
 	}
 	for {
 		if c.whole[p] {
@@ -160,15 +194,7 @@ func (c *Changed) entry(p string) bool {
 }
 
 func (c *Changed) block(p string, off, n int64) bool {
-	if c == nil {
-		return false
-	}
-	for _, r := range c.ranges[p] {
-		if r.Off < off+n && off < r.Off+r.Len {
-			return true
-		}
-	}
-	return false
+	return c != nil && Overlaps(c.rangesOf(p), off, n)
 }
 
 // CompareManifests reports how dst differs from src, leaving out entries

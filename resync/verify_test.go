@@ -106,3 +106,26 @@ func TestCompareChanged(t *testing.T) {
 		t.Errorf("differences %v, %d left out; want %v and 4 left out (a block, dir/sub, its two files)", r.Differences, r.Skipped, want)
 	}
 }
+
+func TestChangedRanges(t *testing.T) {
+	c := NewChanged()
+	for _, r := range []Range{{100, 10}, {0, 10}, {5, 10}, {200, 1}, {110, 5}} {
+		c.Bytes("f", r.Off, r.Len)
+	}
+	want := []Range{{0, 15}, {100, 15}, {200, 1}}
+	if got := c.Ranges("f"); !reflect.DeepEqual(got, want) {
+		t.Errorf("merged %v, want %v", got, want)
+	}
+	for _, tt := range []struct {
+		off, n int64
+		want   bool
+	}{{15, 85, false}, {14, 1, true}, {114, 1, true}, {115, 85, false}, {199, 2, true}, {201, 100, false}} {
+		if got := c.block("f", tt.off, tt.n); got != tt.want {
+			t.Errorf("block(%d, %d) = %v, want %v", tt.off, tt.n, got, tt.want)
+		}
+	}
+	c.Entry("")
+	if !c.Named("any/path") {
+		t.Error("a change of the root's names does not cover what is beneath it")
+	}
+}

@@ -295,6 +295,9 @@ func (s *Sender) Restart() bool {
 func (s *Sender) start(ctx context.Context, fw *lockedWriter, fr *FrameReader, w *Welcome) (Cursor, *Reset, error) {
 	done := make(chan struct{})
 	beating := make(chan struct{})
+	// A replica that cannot take a heartbeat is gone: Start stops waiting.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
 		defer close(beating)
 		t := time.NewTicker(s.cfg.Heartbeat)
@@ -305,6 +308,7 @@ func (s *Sender) start(ctx context.Context, fw *lockedWriter, fr *FrameReader, w
 				return
 			case <-t.C:
 				if fw.heartbeat() != nil {
+					cancel()
 					return
 				}
 			}
