@@ -73,11 +73,7 @@ func (b *btrfs) delete(ctx context.Context, path string) error {
 func (b *btrfs) staging(ctx context.Context, dir string) (string, error) {
 	staging := b.opts.Staging
 	if staging == "" {
-		ms, err := readMounts()
-		if err != nil {
-			return "", err
-		}
-		m, err := mountOf(ms, dir)
+		m, err := mountFor(dir)
 		if err != nil {
 			return "", err
 		}

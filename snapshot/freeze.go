@@ -219,11 +219,7 @@ func (f *freeze) take(ctx context.Context, t *freezeTake) (*Snapshot, error) {
 func (f *freeze) staging(dir string) (string, error) {
 	staging := f.opts.Staging
 	if staging == "" {
-		ms, err := readMounts()
-		if err != nil {
-			return "", err
-		}
-		m, err := mountOf(ms, dir)
+		m, err := mountFor(dir)
 		if err != nil {
 			return "", err
 		}

@@ -81,6 +81,15 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
+// mountFor is the mount dir is on, from this process's mount table.
+func mountFor(dir string) (mount, error) {
+	ms, err := readMounts()
+	if err != nil {
+		return mount{}, err
+	}
+	return mountOf(ms, dir)
+}
+
 // mountOf returns the mount that dir (absolute, free of symlinks) is on:
 // the one with the longest mountpoint containing dir, the last listed when
 // several are stacked on the same mountpoint.
