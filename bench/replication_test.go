@@ -42,7 +42,7 @@ func freeAddr(b *testing.B) string {
 	return ln.Addr().String()
 }
 
-func startPair(b *testing.B, base string) *pair {
+func startPair(b *testing.B, base string, opts ...func(*master.Config)) *pair {
 	b.Helper()
 	p := &pair{
 		src: filepath.Join(base, "src"), dst: filepath.Join(base, "dst"),
@@ -82,15 +82,17 @@ func startPair(b *testing.B, base string) *pair {
 		b.Fatal(err)
 	}
 	ready := make(chan struct{})
-	go func() {
-		p.masterDone <- master.Run(mctx, master.Config{
-			Scenario: "bench", Name: "master", Source: p.src, State: filepath.Join(base, "mstate"),
-			Replicas: []master.Replica{{Addr: addr.String(), Name: "replica"}},
-			TLS:      func(name string) (*tls.Config, error) { return stream.ClientConfig(files("master"), name) },
-			Compress: true, Metrics: p.mmetrics, Logger: log,
-			Ready: func() { close(ready) },
-		})
-	}()
+	mc := master.Config{
+		Scenario: "bench", Name: "master", Source: p.src, State: filepath.Join(base, "mstate"),
+		Replicas: []master.Replica{{Addr: addr.String(), Name: "replica"}},
+		TLS:      func(name string) (*tls.Config, error) { return stream.ClientConfig(files("master"), name) },
+		Compress: true, Metrics: p.mmetrics, Logger: log,
+		Ready: func() { close(ready) },
+	}
+	for _, o := range opts {
+		o(&mc)
+	}
+	go func() { p.masterDone <- master.Run(mctx, mc) }()
 	select {
 	case <-ready:
 	case err := <-p.masterDone:

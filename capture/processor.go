@@ -122,6 +122,13 @@ func (p *processor) initial() error {
 	if p.s.cfg.Resume != nil {
 		return p.resume(p.s.cfg.Resume)
 	}
+	if p.s.cfg.LearnOnly && p.s.cfg.Base == nil {
+		// Nothing counts as changed since: the walk only learns.
+		p.silent, p.resumeSince = true, math.MaxInt64
+		err := p.reconcile(true)
+		p.silent = false
+		return err
+	}
 	p.rebuildAt(p.s.cfg.Base)
 	err := p.reconcileWith(p.s.cfg.Base)
 	if err != nil {

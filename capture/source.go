@@ -53,8 +53,12 @@ type Config struct {
 	// Base, if set (and Resume is not), is what the replicas hold when the
 	// stream starts: the initial copy keeps what matches it, removes what
 	// the master lacks and sends only the blocks of files that differ.
-	Base   *resync.Manifest
-	Logger *slog.Logger
+	Base *resync.Manifest
+	// LearnOnly, without Resume or Base, makes the start walk learn the
+	// tree without sending it: full copies are made when asked for
+	// (Resync), against what each replica holds.
+	LearnOnly bool
+	Logger    *slog.Logger
 }
 
 // Resume describes a tree replicas already hold but for some changes: what

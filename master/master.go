@@ -158,6 +158,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Replicas are copied when they connect, each against what it holds:
+	// a copy made now might suit none of them.
+	cc.LearnOnly = true
 	if prior != nil {
 		m.prior = prior.resumable
 		cc.Resume = &capture.Resume{Changes: prior.changes, Since: prior.last.Add(-cfg.ResumeSlack), Dirs: prior.dirs}
