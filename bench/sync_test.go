@@ -34,14 +34,8 @@ func BenchmarkSyncBlocks(b *testing.B) {
 	needRoot(b)
 	size := envInt(b, "WRITECAP_SYNC_BYTES", 4<<30)
 	dir := b.TempDir()
-	orig := filepath.Join(dir, "orig", "big")
-	writeRandom(b, orig, size, 1)
-	src := filepath.Join(dir, "src")
-	copyTree(b, filepath.Dir(orig), src)
-	changed := changeBlocks(b, filepath.Join(src, "big"), size, 4096, 100)
-	oursDst, rsyncDst := filepath.Join(dir, "ours"), filepath.Join(dir, "theirs")
-	copyTree(b, filepath.Dir(orig), oursDst)
-	copyTree(b, filepath.Dir(orig), rsyncDst)
+	src, oursDst, rsyncDst := filepath.Join(dir, "src"), filepath.Join(dir, "ours"), filepath.Join(dir, "theirs")
+	changed := staleCopies(b, dir, size, src, oursDst, rsyncDst)
 
 	ours, st := timeSync(b, src, oursDst, resync.Options{BlockSize: 4096})
 	theirs, sent := timeRsync(b, src, rsyncDst, "--inplace", "--no-whole-file", "-a")
@@ -62,15 +56,10 @@ func BenchmarkSyncBlocksNetwork(b *testing.B) {
 	needRoot(b)
 	size := envInt(b, "WRITECAP_SYNC_BYTES", 4<<30)
 	dir := b.TempDir()
-	orig := filepath.Join(dir, "orig", "big")
-	writeRandom(b, orig, size, 1)
 	base := filepath.Join(dir, "pair")
 	os.MkdirAll(base, 0o755)
-	copyTree(b, filepath.Dir(orig), filepath.Join(base, "src"))
-	changed := changeBlocks(b, filepath.Join(base, "src", "big"), size, 4096, 100)
-	copyTree(b, filepath.Dir(orig), filepath.Join(base, "dst"))
 	rsyncDst := filepath.Join(dir, "theirs")
-	copyTree(b, filepath.Dir(orig), rsyncDst)
+	changed := staleCopies(b, dir, size, filepath.Join(base, "src"), filepath.Join(base, "dst"), rsyncDst)
 
 	dropCaches(b)
 	start := time.Now()
@@ -200,6 +189,21 @@ func BenchmarkSyncFirst(b *testing.B) {
 		size>>20, mo, ours, rate(mo), mt, theirs, rate(mt))
 	b.Logf("rate ratio writecap/cp %.3f (goal >= 0.9)", rate(mo)/rate(mt))
 	b.ReportMetric(rate(mo)/rate(mt), "rate-ratio")
+}
+
+// staleCopies writes a random file "big" of size bytes into the directory
+// src with one 4 KiB block in a hundred rewritten, and its original into
+// each of stale; it returns how many blocks differ.
+func staleCopies(b *testing.B, dir string, size int, src string, stale ...string) int {
+	b.Helper()
+	orig := filepath.Join(dir, "orig", "big")
+	writeRandom(b, orig, size, 1)
+	copyTree(b, filepath.Dir(orig), src)
+	changed := changeBlocks(b, filepath.Join(src, "big"), size, 4096, 100)
+	for _, d := range stale {
+		copyTree(b, filepath.Dir(orig), d)
+	}
+	return changed
 }
 
 func needRoot(b *testing.B) {

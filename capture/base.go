@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -81,17 +80,7 @@ func (p *processor) baseDrop(rel string) {
 
 // baseMoved reports whether rel or a directory above it was dropped.
 func (p *processor) baseMoved(rel string) bool {
-	for len(p.baseGone) > 0 {
-		if p.baseGone[rel] {
-			return true
-		}
-		i := strings.LastIndexByte(rel, '/')
-		if i < 0 {
-			return false
-		}
-		rel = rel[:i]
-	}
-	return false
+	return p.baseGone[rel] || beneathAny(rel, p.baseGone)
 }
 
 // pruneNames removes from the replica's directory rel what the master's
