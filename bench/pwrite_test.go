@@ -75,9 +75,11 @@ func (c *countSink) Write(recs []journal.Record) error {
 }
 
 // BenchmarkPwrite4K compares a 4 KiB pwrite loop into the page cache
-// without and with capture in one run: first with capture not loaded, then
-// alternating a file outside the protected root with one inside. Run with
-// -benchtime=1x: each round is a fixed loop.
+// without and with capture in one run: first with capture not loaded,
+// alternating no programs at all with empty programs on the syscall
+// tracepoints (the floor), then with capture loaded, alternating a file
+// outside the protected root with one inside. Run with -benchtime=1x: each
+// round is a fixed loop.
 func BenchmarkPwrite4K(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("capture needs root")
@@ -93,11 +95,17 @@ func BenchmarkPwrite4K(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	// The baseline runs before capture is loaded, so it carries none of the
-	// tracepoint cost that every write on the machine pays once it is.
-	var off, outside, on []time.Duration
+	var off, empty, outside, on []time.Duration
 	for r := 0; r < rounds; r++ {
 		off = append(off, child(b, "pwrite", n, filepath.Join(plain, "f")))
+		detach, err := EmptyHooks()
+		if err != nil {
+			b.Fatal(err)
+		}
+		empty = append(empty, child(b, "pwrite", n, filepath.Join(plain, "f")))
+		if err := detach(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	src, err := capture.New(capture.Config{Root: captured})
 	if err != nil {
@@ -118,17 +126,19 @@ func BenchmarkPwrite4K(b *testing.B) {
 		b.Fatal(err)
 	}
 	st := src.Stats()
-	medOff, medOut, medOn := median(off)/n, median(outside)/n, median(on)/n
+	medOff, medEmpty, medOut, medOn := median(off)/n, median(empty)/n, median(outside)/n, median(on)/n
 	issued := rounds * n
 	b.ReportMetric(float64(medOff.Nanoseconds()), "ns/op-off")
+	b.ReportMetric(float64(medEmpty.Nanoseconds()), "ns/op-empty")
 	b.ReportMetric(float64(medOn.Nanoseconds()), "ns/op-on")
 	b.ReportMetric(float64(medOut.Nanoseconds()), "ns/op-outside")
 	b.ReportMetric(float64(medOn)/float64(medOff), "ratio")
+	b.ReportMetric(float64(medEmpty)/float64(medOff), "ratio-floor")
 	b.ReportMetric(float64(st.WriteCalls), "captured")
 	b.ReportMetric(float64(issued), "issued")
 	b.ReportMetric(float64(st.Lost), "lost")
-	b.Logf("pwrite 4KiB: not loaded %v/op, loaded but outside the root %v/op, captured %v/op; ratio %.3f (captured/not loaded), %.3f (captured/outside); captured %d of %d writes, %d lost in the ring, %d dirty repairs",
-		medOff, medOut, medOn, float64(medOn)/float64(medOff), float64(medOn)/float64(medOut), st.WriteCalls, issued, st.Lost, st.Dirty)
+	b.Logf("pwrite 4KiB: not loaded %v/op, empty programs on the syscall tracepoints %v/op, loaded but outside the root %v/op, captured %v/op; ratio %.3f (captured/not loaded), floor %.3f (empty/not loaded), %.3f (captured/outside); captured %d of %d writes, %d lost in the ring, %d dirty repairs",
+		medOff, medEmpty, medOut, medOn, float64(medOn)/float64(medOff), float64(medEmpty)/float64(medOff), float64(medOn)/float64(medOut), st.WriteCalls, issued, st.Lost, st.Dirty)
 }
 
 func median(d []time.Duration) time.Duration {

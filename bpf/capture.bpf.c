@@ -236,7 +236,7 @@ static __always_inline int file_root(struct file *f)
 
 static __always_inline __u64 file_ino(struct file *f)
 {
-	return BPF_CORE_READ(f, f_inode, i_ino);
+	return f->f_inode->i_ino;
 }
 
 static __always_inline void note_loss(__u64 ino, __u32 root, __s64 lo, __s64 hi)
@@ -263,9 +263,19 @@ static __always_inline void note_loss(__u64 ino, __u32 root, __s64 lo, __s64 hi)
 	v->count++;
 }
 
-static __always_inline __u64 rb_flags(void)
+/*
+ * Only the record that takes the unread data across wakeup_bytes wakes the
+ * reader, which then reads until the ring is empty; it also polls on a short
+ * deadline, so a crossing missed to a race costs latency, never data. Waking
+ * on every record past the mark instead costs each write an interrupt (a VM
+ * exit on a guest) for as long as the reader is busy elsewhere.
+ */
+static __always_inline __u64 rb_flags(__u64 size)
 {
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	__u64 rec = (size + 8 + 7) & ~7ULL; /* with the ring's own header */
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	if (avail >= wakeup_bytes && avail - rec < wakeup_bytes)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
@@ -316,7 +326,7 @@ struct wctx {
 		if (c->remaining == n)                                                 \
 			e->h.flags |= EVF_LAST;                                        \
 		stamp(&e->h);                                                          \
-		bpf_ringbuf_submit(e, rb_flags());                                     \
+		bpf_ringbuf_submit(e, rb_flags(sizeof(*e) + SZ));                      \
 		return 0;                                                              \
 	}
 
@@ -386,7 +396,7 @@ static __always_inline int write_enter(int kind, int fd, __u64 buf, __u64 cnt, _
 	struct wr_in *wp = bpf_task_storage_get(&inflight_w, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!wp) {
 		count(CNT_INFLIGHT_FULL);
-		note_loss(BPF_CORE_READ(in, i_ino), root, 0, 0x7fffffffffffffffLL);
+		note_loss(in->i_ino, root, 0, 0x7fffffffffffffffLL);
 		return 0;
 	}
 	struct wr_in w = {
@@ -477,7 +487,7 @@ static __always_inline int write_exit(long ret)
 		e->len = 0;
 		e->fflags = c.fflags;
 		stamp(&e->h);
-		bpf_ringbuf_submit(e, rb_flags());
+		bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
 		goto out;
 	}
 
@@ -504,21 +514,21 @@ out:
 /* The syscall's arguments, from the registers it was entered with. */
 static __always_inline unsigned long sysarg(struct bpf_raw_tracepoint_args *ctx, int i)
 {
-	struct pt_regs *regs = (void *)ctx->args[0];
+	struct pt_regs *regs = kcast(ctx->args[0], struct pt_regs);
 
 	switch (i) {
 	case 0:
-		return BPF_CORE_READ(regs, di);
+		return regs->di;
 	case 1:
-		return BPF_CORE_READ(regs, si);
+		return regs->si;
 	case 2:
-		return BPF_CORE_READ(regs, dx);
+		return regs->dx;
 	case 3:
-		return BPF_CORE_READ(regs, r10);
+		return regs->r10;
 	case 4:
-		return BPF_CORE_READ(regs, r8);
+		return regs->r8;
 	default:
-		return BPF_CORE_READ(regs, r9);
+		return regs->r9;
 	}
 }
 
@@ -615,11 +625,13 @@ static __always_inline int open_exit(long ret)
 	struct file *f = fd_file(ret);
 	if (!f)
 		goto out;
-	struct inode *in = BPF_CORE_READ(f, f_inode);
-	__u32 mode = BPF_CORE_READ(in, i_mode);
+	struct inode *in = f->f_inode;
+	if (!in)
+		goto out;
+	__u32 mode = in->i_mode;
 	if ((mode & S_IFMT) != S_IFREG)
 		goto out;
-	if (dev_protected(BPF_CORE_READ(in, i_sb, s_dev)) < 0)
+	if (dev_protected(in->i_sb->s_dev) < 0)
 		goto out;
 	struct dentry *d = f->f_path.dentry;
 	struct dentry *parent = d->d_parent;
@@ -629,32 +641,32 @@ static __always_inline int open_exit(long ret)
 	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_META_LOST);
-		note_loss(BPF_CORE_READ(in, i_ino), root, 0, 0x7fffffffffffffffLL);
+		note_loss(in->i_ino, root, 0, 0x7fffffffffffffffLL);
 		goto out;
 	}
 	e->h.enter_ns = o->enter_ns;
-	e->h.ino = BPF_CORE_READ(in, i_ino);
+	e->h.ino = in->i_ino;
 	e->h.type = EV_OPEN;
 	e->h.root = root;
 	e->h.tgid = id >> 32;
 	e->h.flags = EVF_FD;
-	e->dir_ino = BPF_CORE_READ(parent, d_inode, i_ino);
+	e->dir_ino = parent->d_inode ? parent->d_inode->i_ino : 0;
 	e->dir2_ino = 0;
-	if (BPF_CORE_READ(f, f_mode) & FMODE_CREATED)
+	if (f->f_mode & FMODE_CREATED)
 		e->h.flags |= EVF_CREATED;
-	e->a = BPF_CORE_READ(in, i_size);
+	e->a = in->i_size;
 	e->b = e->c = e->d = 0;
 	e->mode = mode;
-	e->uid = BPF_CORE_READ(in, i_uid.val);
-	e->gid = BPF_CORE_READ(in, i_gid.val);
+	e->uid = in->i_uid.val;
+	e->gid = in->i_gid.val;
 	e->at_flags = o->flags;
 	e->root2 = NO_ROOT;
 	e->pad = 0;
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	const unsigned char *name = d->d_name.name;
 	bpf_probe_read_kernel_str(e->path1, PATH_LEN, name);
 	e->path2[0] = 0;
 	stamp(&e->h);
-	bpf_ringbuf_submit(e, rb_flags());
+	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
 out:
 	bpf_map_delete_elem(&inflight_o, &id);
 	return 0;
@@ -778,9 +790,10 @@ static __always_inline int path_root(int dfd, const char *up, char *dst, __u64 *
 	struct dentry *d = base_dentry(dfd);
 	if (!d)
 		return -1;
-	if (dev_protected(BPF_CORE_READ(d, d_inode, i_sb, s_dev)) < 0)
+	struct inode *din = d->d_inode;
+	if (!din || dev_protected(din->i_sb->s_dev) < 0)
 		return -1;
-	*dir_ino = BPF_CORE_READ(d, d_inode, i_ino);
+	*dir_ino = din->i_ino;
 	int r = walk_root(d);
 	if (r < 0 && dst[0] == '.' && dst[1] == '.') {
 		*flags |= EVF_BASE_OUTSIDE;
@@ -865,7 +878,7 @@ static __always_inline int fd_enter(__u32 type, int fd, __s64 a, __s64 b, __u32 
 		return 0;
 	int root;
 	if (type == EV_SYNCFS)
-		root = dev_protected(BPF_CORE_READ(f, f_inode, i_sb, s_dev));
+		root = f->f_inode ? dev_protected(f->f_inode->i_sb->s_dev) : -1;
 	else
 		root = file_root(f);
 	if (root < 0)
@@ -900,7 +913,7 @@ static __always_inline int meta_exit(long ret, int mmap)
 	}
 	bpf_probe_read_kernel(e, sizeof(*e), in);
 	stamp(&e->h);
-	bpf_ringbuf_submit(e, rb_flags());
+	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
 out:
 	bpf_map_delete_elem(&inflight_m, &id);
 	return 0;
@@ -1123,6 +1136,218 @@ META_EXIT(linkat, 0)
 META_EXIT(symlink, 0)
 META_EXIT(symlinkat, 0)
 
+/*
+ * ---- io_uring ----
+ * Its requests change files from the kernel without a syscall of their own,
+ * so they are judged on io_uring's tracepoints: a write or size change to a
+ * protected file becomes a dirty range that user space reads back once the
+ * request completed; a barrier becomes EV_FSYNC; a change of names, whose
+ * path is gone by completion, is judged at submission and, once it
+ * succeeded, counted for a walk of the roots.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* struct io_kiocb * */
+	__type(value, __u32);
+} uring_names SEC(".maps");
+
+/* Whether a path of a request may lie beneath a protected root. */
+static __always_inline int uring_path(int dfd, struct filename *fn)
+{
+	__u32 zero = 0;
+	struct ev_meta *m;
+
+	if (!fn)
+		return 0;
+	m = bpf_map_lookup_elem(&scratch, &zero);
+	if (!m || bpf_probe_read_kernel_str(m->path1, PATH_LEN, fn->name) <= 0)
+		return 0;
+	if (m->path1[0] == '/')
+		return match_abs(m->path1) >= 0;
+	struct dentry *d = base_dentry(dfd);
+	if (!d || !d->d_inode)
+		return 0;
+	return dev_protected(d->d_inode->i_sb->s_dev) >= 0;
+}
+
+SEC("raw_tp/io_uring_submit_req")
+int uring_submit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 key = ctx->args[0];
+	struct io_kiocb *req = kcast(key, struct io_kiocb);
+	int hit;
+
+	if (is_self())
+		return 0;
+	switch (req->opcode) {
+	case IORING_OP_OPENAT:
+	case IORING_OP_OPENAT2: {
+		struct io_open *o = kcast(key, struct io_open);
+		hit = (o->how.flags & (O_CREAT | O_TRUNC)) && uring_path(o->dfd, o->filename);
+		break;
+	}
+	case IORING_OP_UNLINKAT: {
+		struct io_unlink *u = kcast(key, struct io_unlink);
+		hit = uring_path(u->dfd, u->filename);
+		break;
+	}
+	case IORING_OP_MKDIRAT: {
+		struct io_mkdir *d = kcast(key, struct io_mkdir);
+		hit = uring_path(d->dfd, d->filename);
+		break;
+	}
+	case IORING_OP_RENAMEAT: {
+		struct io_rename *r = kcast(key, struct io_rename);
+		hit = uring_path(r->old_dfd, r->oldpath) || uring_path(r->new_dfd, r->newpath);
+		break;
+	}
+	case IORING_OP_LINKAT:
+	case IORING_OP_SYMLINKAT: {
+		/* symlinkat keeps its target in oldpath: only newpath is a name */
+		struct io_link *l = kcast(key, struct io_link);
+		hit = uring_path(l->new_dfd, l->newpath) ||
+		      (req->opcode == IORING_OP_LINKAT && uring_path(l->old_dfd, l->oldpath));
+		break;
+	}
+	default:
+		return 0;
+	}
+	if (hit) {
+		__u32 one = 1;
+		if (bpf_map_update_elem(&uring_names, &key, &one, BPF_ANY))
+			count(CNT_URING_NAMES);
+	}
+	return 0;
+}
+
+static __always_inline void uring_dirty(struct file *f, int root, __s64 lo, __s64 hi, __u32 flags)
+{
+	struct ev_write *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	__u64 ino = f->f_inode->i_ino;
+
+	if (!e) {
+		note_loss(ino, root, lo, hi);
+		return;
+	}
+	e->h.ino = ino;
+	e->h.type = EV_WRITE;
+	e->h.root = root;
+	e->h.tgid = bpf_get_current_pid_tgid() >> 32;
+	e->h.flags = EVF_DIRTY | EVF_LAST | flags;
+	e->off = lo;
+	e->lo = lo;
+	e->hi = hi;
+	e->len = 0;
+	e->fflags = f->f_flags;
+	stamp(&e->h);
+	/* The bytes are read back after completion: the request's whole life
+	 * lies before that, so its span is the completion instant. */
+	e->h.enter_ns = e->h.exit_ns;
+	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
+}
+
+static __always_inline void uring_fsync(struct file *f, int root)
+{
+	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(CNT_RING_FULL);
+		count(CNT_META_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, __builtin_offsetof(struct ev_meta, path1));
+	e->h.ino = f->f_inode->i_ino;
+	e->h.type = EV_FSYNC;
+	e->h.root = root;
+	e->h.tgid = bpf_get_current_pid_tgid() >> 32;
+	e->h.flags = EVF_FD;
+	e->root2 = NO_ROOT;
+	e->path1[0] = 0;
+	e->path2[0] = 0;
+	stamp(&e->h);
+	e->h.enter_ns = e->h.exit_ns;
+	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
+}
+
+SEC("raw_tp/io_uring_complete")
+int uring_complete(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 key = ctx->args[1];
+	struct io_kiocb *req = kcast(key, struct io_kiocb);
+	struct io_uring_cqe *cqe = kcast(ctx->args[2], struct io_uring_cqe);
+	__s32 res = cqe->res;
+	__u8 op = req->opcode;
+
+	if (is_self())
+		return 0;
+	switch (op) {
+	case IORING_OP_OPENAT:
+	case IORING_OP_OPENAT2:
+	case IORING_OP_UNLINKAT:
+	case IORING_OP_MKDIRAT:
+	case IORING_OP_RENAMEAT:
+	case IORING_OP_LINKAT:
+	case IORING_OP_SYMLINKAT:
+		if (bpf_map_lookup_elem(&uring_names, &key)) {
+			bpf_map_delete_elem(&uring_names, &key);
+			if (res >= 0)
+				count(CNT_URING_NAMES);
+		}
+		return 0;
+	case IORING_OP_WRITE:
+	case IORING_OP_WRITEV:
+	case IORING_OP_WRITE_FIXED:
+	case IORING_OP_WRITEV_FIXED:
+	case IORING_OP_FALLOCATE:
+	case IORING_OP_FTRUNCATE:
+	case IORING_OP_SPLICE:
+	case IORING_OP_FSYNC:
+	case IORING_OP_SYNC_FILE_RANGE:
+		break;
+	default:
+		return 0;
+	}
+	if (res < 0)
+		return 0;
+	struct file *f = req->file;
+	if (!f || !f->f_inode || (f->f_inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	int root = file_root(f);
+	if (root < 0)
+		return 0;
+	switch (op) {
+	case IORING_OP_FSYNC:
+	case IORING_OP_SYNC_FILE_RANGE:
+		uring_fsync(f, root);
+		return 0;
+	case IORING_OP_FALLOCATE: {
+		struct io_sync *s = kcast(key, struct io_sync);
+		uring_dirty(f, root, s->off, 0x7fffffffffffffffLL, 0);
+		return 0;
+	}
+	case IORING_OP_FTRUNCATE: {
+		struct io_ftrunc *t = kcast(key, struct io_ftrunc);
+		uring_dirty(f, root, t->len, 0x7fffffffffffffffLL, 0);
+		return 0;
+	}
+	case IORING_OP_SPLICE:
+		uring_dirty(f, root, 0, 0x7fffffffffffffffLL, 0);
+		return 0;
+	}
+	if (res == 0)
+		return 0;
+	/* ki_pos has moved past the bytes written, appends included. */
+	struct io_rw *rw = kcast(key, struct io_rw);
+	__s64 end = rw->kiocb.ki_pos;
+	__u32 flags = (rw->kiocb.ki_flags & (RWF_DSYNC | RWF_SYNC)) ? EVF_SYNC : 0; /* IOCB_* are RWF_* */
+	if (end < res)
+		uring_dirty(f, root, 0, 0x7fffffffffffffffLL, flags);
+	else
+		uring_dirty(f, root, end - res, end, flags);
+	return 0;
+}
+
 /* The only two programs attached. */
 SEC("raw_tp/sys_enter")
 int dispatch_enter(struct bpf_raw_tracepoint_args *ctx)
@@ -1136,10 +1361,10 @@ int dispatch_enter(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/sys_exit")
 int dispatch_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct pt_regs *regs = (void *)ctx->args[0];
+	struct pt_regs *regs = kcast(ctx->args[0], struct pt_regs);
 
 	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
-	bpf_tail_call(ctx, &exit_calls, (__u32)BPF_CORE_READ(regs, orig_ax));
+	bpf_tail_call(ctx, &exit_calls, (__u32)regs->orig_ax);
 	return 0;
 }

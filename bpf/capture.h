@@ -116,6 +116,7 @@ enum counter {
 	CNT_INFLIGHT_FULL,   /* a syscall could not be tracked */
 	CNT_LOSS_FULL,       /* loss map full: whole-root repair */
 	CNT_TOO_DEEP,        /* path deeper than MAX_DEPTH under a protected fs */
+	CNT_URING_NAMES,     /* names changed through io_uring: walk the roots */
 	CNT_MAX,
 };
 

@@ -21,7 +21,8 @@ const (
 	CaptureCounterCNT_INFLIGHT_FULL CaptureCounter = 2
 	CaptureCounterCNT_LOSS_FULL     CaptureCounter = 3
 	CaptureCounterCNT_TOO_DEEP      CaptureCounter = 4
-	CaptureCounterCNT_MAX           CaptureCounter = 5
+	CaptureCounterCNT_URING_NAMES   CaptureCounter = 5
+	CaptureCounterCNT_MAX           CaptureCounter = 6
 )
 
 type CaptureEvFlag uint32
@@ -179,6 +180,7 @@ const (
 	CaptureMapInflightW           = "inflight_w"
 	CaptureMapLosses              = "losses"
 	CaptureMapScratch             = "scratch"
+	CaptureMapUringNames          = "uring_names"
 	CaptureProgDispatchEnter      = "dispatch_enter"
 	CaptureProgDispatchExit       = "dispatch_exit"
 	CaptureProgEnterChmod         = "enter_chmod"
@@ -267,6 +269,8 @@ const (
 	CaptureProgExitUtimensat      = "exit_utimensat"
 	CaptureProgExitWrite          = "exit_write"
 	CaptureProgExitWritev         = "exit_writev"
+	CaptureProgUringComplete      = "uring_complete"
+	CaptureProgUringSubmit        = "uring_submit"
 	CaptureVarMaxData             = "max_data"
 	CaptureVarNroots              = "nroots"
 	CaptureVarNsGen               = "ns_gen"
@@ -411,6 +415,8 @@ type CaptureProgramSpecs struct {
 	ExitUtimensat      *ebpf.ProgramSpec `ebpf:"exit_utimensat"`
 	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	UringComplete      *ebpf.ProgramSpec `ebpf:"uring_complete"`
+	UringSubmit        *ebpf.ProgramSpec `ebpf:"uring_submit"`
 }
 
 // CaptureMapSpecs contains maps before they are loaded into the kernel.
@@ -427,6 +433,7 @@ type CaptureMapSpecs struct {
 	InflightW  *ebpf.MapSpec `ebpf:"inflight_w"`
 	Losses     *ebpf.MapSpec `ebpf:"losses"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
+	UringNames *ebpf.MapSpec `ebpf:"uring_names"`
 }
 
 // CaptureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -477,6 +484,7 @@ type CaptureMaps struct {
 	InflightW  *ebpf.Map `ebpf:"inflight_w"`
 	Losses     *ebpf.Map `ebpf:"losses"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
+	UringNames *ebpf.Map `ebpf:"uring_names"`
 }
 
 func (m *CaptureMaps) Close() error {
@@ -491,6 +499,7 @@ func (m *CaptureMaps) Close() error {
 		m.InflightW,
 		m.Losses,
 		m.Scratch,
+		m.UringNames,
 	)
 }
 
@@ -604,6 +613,8 @@ type CapturePrograms struct {
 	ExitUtimensat      *ebpf.Program `ebpf:"exit_utimensat"`
 	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
+	UringComplete      *ebpf.Program `ebpf:"uring_complete"`
+	UringSubmit        *ebpf.Program `ebpf:"uring_submit"`
 }
 
 func (p *CapturePrograms) Close() error {
@@ -696,6 +707,8 @@ func (p *CapturePrograms) Close() error {
 		p.ExitUtimensat,
 		p.ExitWrite,
 		p.ExitWritev,
+		p.UringComplete,
+		p.UringSubmit,
 	)
 }
 

@@ -95,12 +95,21 @@ func loadKernel(roots []string, cfg Config) (*kernel, error) {
 	return k, nil
 }
 
+// attached names the programs attached to a raw tracepoint of their own;
+// every other program is a syscall's handler, reached by a tail call.
+var attached = map[string]string{
+	"dispatch_enter": "sys_enter",
+	"dispatch_exit":  "sys_exit",
+	"uring_submit":   "io_uring_submit_req",
+	"uring_complete": "io_uring_complete",
+}
+
 // attach fills the tail-call tables with one handler per syscall, then
-// attaches the two dispatchers.
+// attaches the dispatchers and the io_uring programs.
 func (k *kernel) attach(spec *ebpf.CollectionSpec) error {
 	tables := map[string]*ebpf.Map{"enter_": k.coll.Maps["enter_calls"], "exit_": k.coll.Maps["exit_calls"]}
 	for name, prog := range k.coll.Programs {
-		if strings.HasPrefix(name, "dispatch_") {
+		if _, ok := attached[name]; ok {
 			continue
 		}
 		dir, sc, _ := strings.Cut(name, "_")
@@ -113,9 +122,8 @@ func (k *kernel) attach(spec *ebpf.CollectionSpec) error {
 			return fmt.Errorf("capture: install %s for syscall %d: %w", name, nr, err)
 		}
 	}
-	for _, tp := range []string{"sys_enter", "sys_exit"} {
-		prog := k.coll.Programs["dispatch_"+strings.TrimPrefix(tp, "sys_")]
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+	for name, tp := range attached {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: k.coll.Programs[name]})
 		if err != nil {
 			return fmt.Errorf("capture: attach raw tracepoint %s: %w", tp, err)
 		}

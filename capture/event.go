@@ -110,6 +110,7 @@ const (
 	cntInflightFull = int(bpf.CaptureCounterCNT_INFLIGHT_FULL)
 	cntLossFull     = int(bpf.CaptureCounterCNT_LOSS_FULL)
 	cntTooDeep      = int(bpf.CaptureCounterCNT_TOO_DEEP)
+	cntUringNames   = int(bpf.CaptureCounterCNT_URING_NAMES)
 	maxDepth        = int(bpf.CaptureLimitsMAX_DEPTH)
 )
 

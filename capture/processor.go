@@ -367,6 +367,11 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 	if c[cntLossFull] != last[cntLossFull] {
 		p.needReconcile("kernel loss map full", true)
 	}
+	if c[cntUringNames] != last[cntUringNames] {
+		// The kernel saw a change of names through io_uring, but not the
+		// names themselves; an O_TRUNC open there may also have cut a file.
+		p.needReconcile("names changed through io_uring", true)
+	}
 	if c[cntTooDeep] != last[cntTooDeep] && !p.warnedTooDeep {
 		p.warnedTooDeep = true
 		p.log.Warn("files nested deeper than the kernel walk limit on a protected file system are not captured",

@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/internal/treecmp"
+)
+
+// ring is the least of io_uring a test needs: one request at a time,
+// submitted and waited for with io_uring_enter. Its requests are carried
+// out by the kernel, not by a syscall of the writer's own.
+type ring struct {
+	fd              int
+	sq, cq, sqes    []byte
+	sqHead, sqTail  *uint32
+	sqMask, sqArray uint32
+	cqHead, cqTail  *uint32
+	cqMask, cqes    uint32
+	keep            [][]byte // buffers the kernel reads until completion
+}
+
+// sqe is struct io_uring_sqe.
+type sqe struct {
+	opcode   uint8
+	flags    uint8
+	ioprio   uint16
+	fd       int32
+	off      uint64 // also addr2
+	addr     uint64
+	len      uint32
+	opFlags  uint32
+	userData uint64
+	bufIndex uint16
+	pers     uint16
+	fileIdx  int32
+	addr3    uint64
+	pad      uint64
+}
+
+const (
+	opFsync     = 3
+	opFallocate = 17
+	opOpenat    = 18
+	opClose     = 19
+	opWrite     = 23
+	opWritev    = 2
+	opRenameat  = 35
+	opUnlinkat  = 36
+	opMkdirat   = 37
+	opSymlinkat = 38
+	opLinkat    = 39
+	opFtruncate = 55
+)
+
+func newRing(t *testing.T) *ring {
+	t.Helper()
+	var p [30]uint32 // struct io_uring_params, 120 bytes
+	p[0] = 8
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 8, uintptr(unsafe.Pointer(&p)), 0)
+	if errno != 0 {
+		t.Fatalf("io_uring_setup: %v", errno)
+	}
+	r := &ring{fd: int(fd)}
+	t.Cleanup(func() { unix.Close(r.fd) })
+	// sq_off begins at p[10], cq_off at p[20].
+	sqSize := p[10+6] + p[0]*4
+	cqSize := p[20+5] + p[1]*16
+	mapRing := func(off int64, size uint32) []byte {
+		b, err := unix.Mmap(r.fd, off, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+		if err != nil {
+			t.Fatalf("mmap io_uring at %#x: %v", off, err)
+		}
+		t.Cleanup(func() { unix.Munmap(b) })
+		return b
+	}
+	r.sq = mapRing(0, sqSize)
+	r.cq = mapRing(0x8000000, cqSize)
+	r.sqes = mapRing(0x10000000, p[0]*64)
+	u32 := func(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
+	r.sqHead, r.sqTail, r.sqMask, r.sqArray = u32(r.sq, p[10]), u32(r.sq, p[11]), *u32(r.sq, p[12]), p[16]
+	r.cqHead, r.cqTail, r.cqMask, r.cqes = u32(r.cq, p[20]), u32(r.cq, p[21]), *u32(r.cq, p[22]), p[25]
+	return r
+}
+
+// do submits one request, waits for it and returns its result.
+func (r *ring) do(t *testing.T, e sqe) int32 {
+	t.Helper()
+	tail := atomic.LoadUint32(r.sqTail)
+	idx := tail & r.sqMask
+	*(*sqe)(unsafe.Pointer(&r.sqes[idx*64])) = e
+	*(*uint32)(unsafe.Pointer(&r.sq[r.sqArray+idx*4])) = idx
+	atomic.StoreUint32(r.sqTail, tail+1)
+	const getEvents = 1
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 1, getEvents, 0, 0); errno != 0 {
+		t.Fatalf("io_uring_enter: %v", errno)
+	}
+	head := atomic.LoadUint32(r.cqHead)
+	if head == atomic.LoadUint32(r.cqTail) {
+		t.Fatal("io_uring_enter returned without a completion")
+	}
+	res := *(*int32)(unsafe.Pointer(&r.cq[r.cqes+(head&r.cqMask)*16+8]))
+	atomic.StoreUint32(r.cqHead, head+1)
+	runtime.KeepAlive(r.keep)
+	r.keep = r.keep[:0]
+	return res
+}
+
+func (r *ring) ptr(b []byte) uint64 {
+	r.keep = append(r.keep, b)
+	return uint64(uintptr(unsafe.Pointer(&b[0])))
+}
+
+func (r *ring) str(s string) uint64 { return r.ptr(append([]byte(s), 0)) }
+
+// must runs a request that has to succeed and returns its result.
+func (r *ring) must(t *testing.T, what string, e sqe) int32 {
+	t.Helper()
+	res := r.do(t, e)
+	if res < 0 {
+		t.Fatalf("io_uring %s: %v", what, unix.Errno(-res))
+	}
+	return res
+}
+
+// TestMirrorIOUring changes a protected tree only through io_uring, whose
+// requests the kernel carries out without a syscall of the writer's, and
+// requires the target to match while the mirror still runs (its stop
+// re-asserts names, which would hide a change of names that capture missed).
+func TestMirrorIOUring(t *testing.T) {
+	requireBPF(t)
+	base := t.TempDir()
+	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Present before capture: overwritten in place below, its size unchanged.
+	old := make([]byte, 256<<10)
+	for i := range old {
+		old[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(filepath.Join(src, "db"), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := startMirror(t, src, dst)
+	dir, err := unix.Open(src, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dir)
+	r := newRing(t)
+	data := func(n int, seed byte) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i) ^ seed
+		}
+		return b
+	}
+
+	db := r.must(t, "open db", sqe{opcode: opOpenat, fd: int32(dir), addr: r.str("db"), opFlags: unix.O_WRONLY})
+	b := data(4096, 1)
+	r.must(t, "write db", sqe{opcode: opWrite, fd: db, addr: r.ptr(b), len: uint32(len(b)), off: 64 << 10})
+	v1, v2 := data(1000, 2), data(3000, 3)
+	iov := []unix.Iovec{{Base: &v1[0]}, {Base: &v2[0]}}
+	iov[0].SetLen(len(v1))
+	iov[1].SetLen(len(v2))
+	r.keep = append(r.keep, v1, v2)
+	r.must(t, "writev db", sqe{opcode: opWritev, fd: db, addr: uint64(uintptr(unsafe.Pointer(&iov[0]))), len: 2, off: 200 << 10})
+	r.keep = append(r.keep, unsafe.Slice((*byte)(unsafe.Pointer(&iov[0])), 2*int(unsafe.Sizeof(iov[0]))))
+	r.must(t, "fsync db", sqe{opcode: opFsync, fd: db})
+	r.must(t, "punch db", sqe{opcode: opFallocate, fd: db, off: 8 << 10, addr: 16 << 10, len: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE})
+	r.must(t, "close db", sqe{opcode: opClose, fd: db})
+
+	r.must(t, "mkdir u", sqe{opcode: opMkdirat, fd: int32(dir), addr: r.str("u"), len: 0o750})
+	a := r.must(t, "create u/a", sqe{opcode: opOpenat, fd: int32(dir), addr: r.str("u/a"), len: 0o640, opFlags: unix.O_CREAT | unix.O_WRONLY | unix.O_TRUNC})
+	b = data(70000, 4)
+	r.must(t, "write u/a", sqe{opcode: opWrite, fd: a, addr: r.ptr(b), len: uint32(len(b)), off: ^uint64(0)})
+	r.must(t, "truncate u/a", sqe{opcode: opFtruncate, fd: a, off: 50000})
+	r.must(t, "close u/a", sqe{opcode: opClose, fd: a})
+	r.must(t, "rename u/a", sqe{opcode: opRenameat, fd: int32(dir), addr: r.str("u/a"), len: uint32(dir), off: r.str("u/b")})
+	r.must(t, "link u/b", sqe{opcode: opLinkat, fd: int32(dir), addr: r.str("u/b"), len: uint32(dir), off: r.str("u/c")})
+	r.must(t, "symlink u/d", sqe{opcode: opSymlinkat, fd: int32(dir), addr: r.str("b"), off: r.str("u/d")})
+	r.must(t, "unlink u/c", sqe{opcode: opUnlinkat, fd: int32(dir), addr: r.str("u/c")})
+	// An absolute path, judged by the roots' paths rather than a base.
+	e := r.must(t, "create u/e", sqe{opcode: opOpenat, fd: unix.AT_FDCWD, addr: r.str(filepath.Join(src, "u", "e")), len: 0o600, opFlags: unix.O_CREAT | unix.O_WRONLY})
+	b = data(5000, 5)
+	r.must(t, "write u/e", sqe{opcode: opWrite, fd: e, addr: r.ptr(b), len: uint32(len(b))})
+	r.must(t, "close u/e", sqe{opcode: opClose, fd: e})
+
+	// Capture applies continuously; a change it missed never shows up, so
+	// the wait ends at a deadline with the differences named.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		diffs, err := treecmp.Compare(src, dst, treecmp.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(diffs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the target still differs from the source while the mirror runs: %v", fmt.Sprint(diffs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m.stop(t)
+	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+}
