@@ -1152,6 +1152,19 @@ struct {
 	__type(value, __u32);
 } uring_names SEC(".maps");
 
+/*
+ * The process that owns a request: a completion may be posted from another
+ * task's context (an interrupt), so current says nothing about it.
+ */
+static __always_inline __u32 uring_tgid(struct io_kiocb *req)
+{
+	struct io_uring_task *t = req->tctx;
+
+	if (!t || !t->task)
+		return 0;
+	return t->task->tgid;
+}
+
 /* Whether a path of a request may lie beneath a protected root. */
 static __always_inline int uring_path(int dfd, struct filename *fn)
 {
@@ -1178,7 +1191,7 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	struct io_kiocb *req = kcast(key, struct io_kiocb);
 	int hit;
 
-	if (is_self())
+	if (uring_tgid(req) == self_tgid)
 		return 0;
 	switch (req->opcode) {
 	case IORING_OP_OPENAT:
@@ -1221,7 +1234,7 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-static __always_inline void uring_dirty(struct file *f, int root, __s64 lo, __s64 hi, __u32 flags)
+static __always_inline void uring_dirty(struct file *f, __u32 tgid, int root, __s64 lo, __s64 hi, __u32 flags)
 {
 	struct ev_write *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	__u64 ino = f->f_inode->i_ino;
@@ -1233,7 +1246,7 @@ static __always_inline void uring_dirty(struct file *f, int root, __s64 lo, __s6
 	e->h.ino = ino;
 	e->h.type = EV_WRITE;
 	e->h.root = root;
-	e->h.tgid = bpf_get_current_pid_tgid() >> 32;
+	e->h.tgid = tgid;
 	e->h.flags = EVF_DIRTY | EVF_LAST | flags;
 	e->off = lo;
 	e->lo = lo;
@@ -1247,7 +1260,7 @@ static __always_inline void uring_dirty(struct file *f, int root, __s64 lo, __s6
 	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
 }
 
-static __always_inline void uring_fsync(struct file *f, int root)
+static __always_inline void uring_fsync(struct file *f, __u32 tgid, int root)
 {
 	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -1260,7 +1273,7 @@ static __always_inline void uring_fsync(struct file *f, int root)
 	e->h.ino = f->f_inode->i_ino;
 	e->h.type = EV_FSYNC;
 	e->h.root = root;
-	e->h.tgid = bpf_get_current_pid_tgid() >> 32;
+	e->h.tgid = tgid;
 	e->h.flags = EVF_FD;
 	e->root2 = NO_ROOT;
 	e->path1[0] = 0;
@@ -1278,8 +1291,9 @@ int uring_complete(struct bpf_raw_tracepoint_args *ctx)
 	struct io_uring_cqe *cqe = kcast(ctx->args[2], struct io_uring_cqe);
 	__s32 res = cqe->res;
 	__u8 op = req->opcode;
+	__u32 tgid = uring_tgid(req);
 
-	if (is_self())
+	if (tgid == self_tgid)
 		return 0;
 	switch (op) {
 	case IORING_OP_OPENAT:
@@ -1319,20 +1333,20 @@ int uring_complete(struct bpf_raw_tracepoint_args *ctx)
 	switch (op) {
 	case IORING_OP_FSYNC:
 	case IORING_OP_SYNC_FILE_RANGE:
-		uring_fsync(f, root);
+		uring_fsync(f, tgid, root);
 		return 0;
 	case IORING_OP_FALLOCATE: {
 		struct io_sync *s = kcast(key, struct io_sync);
-		uring_dirty(f, root, s->off, 0x7fffffffffffffffLL, 0);
+		uring_dirty(f, tgid, root, s->off, 0x7fffffffffffffffLL, 0);
 		return 0;
 	}
 	case IORING_OP_FTRUNCATE: {
 		struct io_ftrunc *t = kcast(key, struct io_ftrunc);
-		uring_dirty(f, root, t->len, 0x7fffffffffffffffLL, 0);
+		uring_dirty(f, tgid, root, t->len, 0x7fffffffffffffffLL, 0);
 		return 0;
 	}
 	case IORING_OP_SPLICE:
-		uring_dirty(f, root, 0, 0x7fffffffffffffffLL, 0);
+		uring_dirty(f, tgid, root, 0, 0x7fffffffffffffffLL, 0);
 		return 0;
 	}
 	if (res == 0)
@@ -1342,9 +1356,9 @@ int uring_complete(struct bpf_raw_tracepoint_args *ctx)
 	__s64 end = rw->kiocb.ki_pos;
 	__u32 flags = (rw->kiocb.ki_flags & (RWF_DSYNC | RWF_SYNC)) ? EVF_SYNC : 0; /* IOCB_* are RWF_* */
 	if (end < res)
-		uring_dirty(f, root, 0, 0x7fffffffffffffffLL, flags);
+		uring_dirty(f, tgid, root, 0, 0x7fffffffffffffffLL, flags);
 	else
-		uring_dirty(f, root, end - res, end, flags);
+		uring_dirty(f, tgid, root, end - res, end, flags);
 	return 0;
 }
 
