@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,13 +96,16 @@ func loadKernel(roots []string, cfg Config) (*kernel, error) {
 	return k, nil
 }
 
-// attached names the programs attached to a raw tracepoint of their own;
-// every other program is a syscall's handler, reached by a tail call.
-var attached = map[string]string{
-	"dispatch_enter": "sys_enter",
-	"dispatch_exit":  "sys_exit",
-	"uring_submit":   "io_uring_submit_req",
-	"uring_complete": "io_uring_complete",
+type hook struct{ prog, tracepoint string }
+
+// attached names the programs attached to a raw tracepoint of their own, in
+// the order they are attached (entries before exits); every other program
+// is a syscall's handler, reached by a tail call.
+var attached = []hook{
+	{"dispatch_enter", "sys_enter"},
+	{"dispatch_exit", "sys_exit"},
+	{"uring_submit", "io_uring_submit_req"},
+	{"uring_complete", "io_uring_complete"},
 }
 
 // attach fills the tail-call tables with one handler per syscall, then
@@ -109,7 +113,7 @@ var attached = map[string]string{
 func (k *kernel) attach(spec *ebpf.CollectionSpec) error {
 	tables := map[string]*ebpf.Map{"enter_": k.coll.Maps["enter_calls"], "exit_": k.coll.Maps["exit_calls"]}
 	for name, prog := range k.coll.Programs {
-		if _, ok := attached[name]; ok {
+		if slices.ContainsFunc(attached, func(h hook) bool { return h.prog == name }) {
 			continue
 		}
 		dir, sc, _ := strings.Cut(name, "_")
@@ -122,10 +126,10 @@ func (k *kernel) attach(spec *ebpf.CollectionSpec) error {
 			return fmt.Errorf("capture: install %s for syscall %d: %w", name, nr, err)
 		}
 	}
-	for name, tp := range attached {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: k.coll.Programs[name]})
+	for _, h := range attached {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: h.tracepoint, Program: k.coll.Programs[h.prog]})
 		if err != nil {
-			return fmt.Errorf("capture: attach raw tracepoint %s: %w", tp, err)
+			return fmt.Errorf("capture: attach raw tracepoint %s: %w", h.tracepoint, err)
 		}
 		k.links = append(k.links, l)
 	}
