@@ -65,12 +65,29 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-struct {
+/*
+ * Lost ranges go to one of two maps, the one in loss_slot. User space swaps
+ * the slot to the other map and then reads and empties the retired one: the
+ * update of a map-in-map slot returns only after every program that may
+ * have looked up the old map has finished (synchronize_rcu), so nothing is
+ * written into a map while it is read. Each read so yields the ranges lost
+ * since the previous one, not everything ever lost to a file.
+ */
+struct loss_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct loss_key);
 	__type(value, struct loss_val);
-} losses SEC(".maps");
+} losses_a SEC(".maps"), losses_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct loss_map);
+} loss_slot SEC(".maps") = {
+	.values = { &losses_a },
+};
 
 enum wkind { K_WRITE = 1, K_PWRITE, K_WRITEV, K_PWRITEV, K_PWRITEV2, K_COPY, K_COPY_POS };
 
@@ -239,28 +256,39 @@ static __always_inline __u64 file_ino(struct file *f)
 	return f->f_inode->i_ino;
 }
 
+/*
+ * The range is in the map before the loss is counted: user space that sees
+ * the count and then swaps the maps finds the range in the one it retires.
+ */
 static __always_inline void note_loss(__u64 ino, __u32 root, __s64 lo, __s64 hi)
 {
 	struct loss_key k = { .ino = ino, .root = root };
 	struct loss_val *v;
+	__u32 zero = 0;
+	void *m;
 
-	count(CNT_RING_FULL);
-	v = bpf_map_lookup_elem(&losses, &k);
+	m = bpf_map_lookup_elem(&loss_slot, &zero);
+	if (!m)
+		goto full;
+	v = bpf_map_lookup_elem(m, &k);
 	if (!v) {
 		struct loss_val nv = { .lo = lo, .hi = hi, .count = 1 };
-		if (bpf_map_update_elem(&losses, &k, &nv, BPF_NOEXIST) == 0)
-			return;
-		v = bpf_map_lookup_elem(&losses, &k);
-		if (!v) {
-			count(CNT_LOSS_FULL);
-			return;
-		}
+		if (bpf_map_update_elem(m, &k, &nv, BPF_NOEXIST) == 0)
+			goto counted;
+		v = bpf_map_lookup_elem(m, &k);
+		if (!v)
+			goto full;
 	}
 	if (v->count == 0 || lo < v->lo)
 		v->lo = lo;
 	if (v->count == 0 || hi > v->hi)
 		v->hi = hi;
 	v->count++;
+	goto counted;
+full:
+	count(CNT_LOSS_FULL);
+counted:
+	count(CNT_RING_FULL);
 }
 
 /*

@@ -101,8 +101,8 @@ struct loss_key {
 	__u32 pad;
 };
 
-/* Per-CPU; never deleted by the kernel. count tells user space that the
- * range grew since it last repaired it. */
+/* Per-CPU, so a CPU's lo and hi mean something only where its count is
+ * not 0. */
 struct loss_val {
 	__s64 lo;
 	__s64 hi;

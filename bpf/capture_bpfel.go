@@ -178,7 +178,9 @@ const (
 	CaptureMapInflightM           = "inflight_m"
 	CaptureMapInflightO           = "inflight_o"
 	CaptureMapInflightW           = "inflight_w"
-	CaptureMapLosses              = "losses"
+	CaptureMapLossSlot            = "loss_slot"
+	CaptureMapLossesA             = "losses_a"
+	CaptureMapLossesB             = "losses_b"
 	CaptureMapScratch             = "scratch"
 	CaptureMapUringNames          = "uring_names"
 	CaptureProgDispatchEnter      = "dispatch_enter"
@@ -431,7 +433,9 @@ type CaptureMapSpecs struct {
 	InflightM  *ebpf.MapSpec `ebpf:"inflight_m"`
 	InflightO  *ebpf.MapSpec `ebpf:"inflight_o"`
 	InflightW  *ebpf.MapSpec `ebpf:"inflight_w"`
-	Losses     *ebpf.MapSpec `ebpf:"losses"`
+	LossSlot   *ebpf.MapSpec `ebpf:"loss_slot"`
+	LossesA    *ebpf.MapSpec `ebpf:"losses_a"`
+	LossesB    *ebpf.MapSpec `ebpf:"losses_b"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	UringNames *ebpf.MapSpec `ebpf:"uring_names"`
 }
@@ -482,7 +486,9 @@ type CaptureMaps struct {
 	InflightM  *ebpf.Map `ebpf:"inflight_m"`
 	InflightO  *ebpf.Map `ebpf:"inflight_o"`
 	InflightW  *ebpf.Map `ebpf:"inflight_w"`
-	Losses     *ebpf.Map `ebpf:"losses"`
+	LossSlot   *ebpf.Map `ebpf:"loss_slot"`
+	LossesA    *ebpf.Map `ebpf:"losses_a"`
+	LossesB    *ebpf.Map `ebpf:"losses_b"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
 	UringNames *ebpf.Map `ebpf:"uring_names"`
 }
@@ -497,7 +503,9 @@ func (m *CaptureMaps) Close() error {
 		m.InflightM,
 		m.InflightO,
 		m.InflightW,
-		m.Losses,
+		m.LossSlot,
+		m.LossesA,
+		m.LossesB,
 		m.Scratch,
 		m.UringNames,
 	)

@@ -23,7 +23,11 @@ type kernel struct {
 	links  []link.Link
 	ring   *ringbuf.Reader
 	counts *ebpf.Map
-	loss   *ebpf.Map
+	// The loss map in loss's slot takes ranges lost now; takeLosses swaps
+	// in the other and reads the one retired.
+	slot *ebpf.Map
+	loss [2]*ebpf.Map
+	cur  int
 }
 
 var _ ring = (*kernel)(nil)
@@ -87,7 +91,8 @@ func loadKernel(roots []string, cfg Config) (*kernel, error) {
 		k.Close()
 		return nil, err
 	}
-	k.counts, k.loss = k.coll.Maps["counters"], k.coll.Maps["losses"]
+	k.counts, k.slot = k.coll.Maps["counters"], k.coll.Maps["loss_slot"]
+	k.loss = [2]*ebpf.Map{k.coll.Maps["losses_a"], k.coll.Maps["losses_b"]}
 	k.ring, err = ringbuf.NewReader(k.coll.Maps["events"])
 	if err != nil {
 		k.Close()
@@ -182,33 +187,50 @@ func (k *kernel) misses() (uint64, error) {
 	return total, nil
 }
 
-// losses returns the merged per-CPU loss ranges by inode.
-func (k *kernel) losses(fn func(key lossKey, lo, hi int64, count uint64)) error {
+// takeLosses gives the ranges lost since it last ran, merged across CPUs,
+// by inode. Swapping the slot waits for the programs that may still write to
+// the retired map, so it is read whole and emptied for its next turn.
+func (k *kernel) takeLosses(fn func(key lossKey, lo, hi int64)) error {
+	old := k.loss[k.cur]
+	if err := k.slot.Update(uint32(0), k.loss[1-k.cur], ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("capture: swap loss maps: %w", err)
+	}
+	k.cur = 1 - k.cur
 	var (
-		key bpf.CaptureLossKey
-		per []bpf.CaptureLossVal
+		key  bpf.CaptureLossKey
+		per  []bpf.CaptureLossVal
+		keys []bpf.CaptureLossKey
 	)
-	it := k.loss.Iterate()
+	it := old.Iterate()
 	for it.Next(&key, &per) {
+		keys = append(keys, key)
 		var lo, hi int64
-		var n uint64
+		set := false
 		for _, v := range per {
 			if v.Count == 0 {
 				continue
 			}
-			if n == 0 || v.Lo < lo {
+			if !set || v.Lo < lo {
 				lo = v.Lo
 			}
-			if n == 0 || v.Hi > hi {
+			if !set || v.Hi > hi {
 				hi = v.Hi
 			}
-			n += v.Count
+			set = true
 		}
-		if n > 0 {
-			fn(key, lo, hi, n)
+		if set {
+			fn(key, lo, hi)
 		}
 	}
-	return it.Err()
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("capture: read loss map: %w", err)
+	}
+	for _, key := range keys {
+		if err := old.Delete(&key); err != nil {
+			return fmt.Errorf("capture: empty loss map: %w", err)
+		}
+	}
+	return nil
 }
 
 func (k *kernel) Close() error {

@@ -52,9 +52,8 @@ type processor struct {
 	walkFirst          map[*node]string // first name a walk met for each file
 	walkDirty          []*node          // files whose bytes a walk sends after the names
 	nsTrouble          bool             // names raced or the model missed one
-	lossSeen           map[lossID]uint64
-	lossDue            []dueLoss // in the order found, so by after
-	kseq               uint64    // the last kernel seq processed
+	lossDue            []dueLoss        // in the order found, so by after
+	kseq               uint64           // the last kernel seq processed
 	unknownDirIno      map[*node]bool
 	touched            []*node          // directories the current event changed
 	suspect            map[*node]bool   // directories whose contents are sent again
@@ -97,11 +96,6 @@ func (p *processor) repairLosses(all bool) {
 	p.lossDue = p.lossDue[i:]
 }
 
-type lossID struct {
-	ino  uint64
-	root uint32
-}
-
 func newProcessor(s *Source, sink Sink) (*processor, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(s.root, &st); err != nil {
@@ -110,7 +104,7 @@ func newProcessor(s *Source, sink Sink) (*processor, error) {
 	return &processor{
 		s: s, log: s.cfg.Logger, root: s.root, sink: sink, t: newTree(st.Ino),
 		races: newRaceTable(), mapped: map[uint64]bool{}, deferred: map[uint64]span{},
-		lossSeen: map[lossID]uint64{}, unknownDirIno: map[*node]bool{}, suspect: map[*node]bool{},
+		unknownDirIno: map[*node]bool{}, suspect: map[*node]bool{},
 		based: map[*node]baseFile{},
 	}, nil
 }
@@ -348,15 +342,10 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 		if err != nil {
 			return err
 		}
-		if err := p.s.k.losses(func(key lossKey, lo, hi int64, n uint64) {
-			id := lossID{key.Ino, key.Root}
-			if p.lossSeen[id] == n {
-				return
-			}
-			p.lossSeen[id] = n
+		if err := p.s.k.takeLosses(func(key lossKey, lo, hi int64) {
 			p.lossDue = append(p.lossDue, dueLoss{ino: key.Ino, lo: lo, hi: hi, after: after})
 		}); err != nil {
-			return fmt.Errorf("capture: read loss map: %w", err)
+			return err
 		}
 		p.repairLosses(false)
 	}

@@ -20,7 +20,7 @@ type ring interface {
 	counters() ([cntMax]uint64, error)
 	misses() (uint64, error)
 	seqNow() (uint64, error)
-	losses(fn func(key lossKey, lo, hi int64, count uint64)) error
+	takeLosses(fn func(key lossKey, lo, hi int64)) error
 	Close() error
 }
 

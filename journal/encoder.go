@@ -36,8 +36,12 @@ type EncoderOptions struct {
 type Encoder struct {
 	lz   *lz4.Compressor // nil when not compressing
 	skip int             // batches to store without trying lz4: recent ones did not compress
-	raw  bytes.Buffer    // the batch's msgpack payload before compression
-	mp   *msgpack.Encoder
+	// raw and packed start with room for the header, so that either is the
+	// whole batch once the header is put in: the batch is one copy into
+	// dst, whose new bytes need no zeroing first.
+	raw    bytes.Buffer // the batch's msgpack payload before compression
+	packed []byte       // the payload compressed
+	mp     *msgpack.Encoder
 }
 
 // NewEncoder returns an Encoder configured by opts.
@@ -58,36 +62,36 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record) ([]byte, error) {
 	if err := checkBatch(recs); err != nil {
 		return dst, err
 	}
+	var room [HeaderSize]byte
 	e.raw.Reset()
+	e.raw.Write(room[:])
 	for i := range recs {
 		if err := encodeRecord(e.mp, &recs[i]); err != nil {
 			return dst, fmt.Errorf("journal: encode: record %d (seq %d): %w", i, recs[i].Seq, err)
 		}
-		if e.raw.Len() > MaxPayload {
+		if e.raw.Len()-HeaderSize > MaxPayload {
 			return dst, fmt.Errorf("journal: encode: payload exceeds %d bytes at record %d (seq %d): %w",
 				MaxPayload, i, recs[i].Seq, ErrTooLarge)
 		}
 	}
-	raw := e.raw.Bytes()
+	batch := e.raw.Bytes()
+	raw := batch[HeaderSize:]
 	h := header{firstSeq: recs[0].Seq, count: uint32(len(recs)), rawLen: uint32(len(raw))}
-
-	start := len(dst)
-	body := start + HeaderSize
-	bound := lz4.CompressBlockBound(len(raw)) // >= len(raw), so also room for it uncompressed
-	dst = slices.Grow(dst, HeaderSize+bound)[:body]
 	switch {
 	case e.lz == nil:
 	case e.skip > 0:
 		e.skip--
 	default:
-		// Given bound bytes, the compressor always finishes.
-		n, err := e.lz.CompressBlock(raw, dst[body:body+bound])
+		// Given the bound, the compressor always finishes.
+		bound := lz4.CompressBlockBound(len(raw))
+		e.packed = slices.Grow(e.packed[:0], HeaderSize+bound)[:HeaderSize+bound]
+		n, err := e.lz.CompressBlock(raw, e.packed[HeaderSize:])
 		if err != nil {
-			return dst[:start], fmt.Errorf("journal: encode: lz4: %w", err)
+			return dst, fmt.Errorf("journal: encode: lz4: %w", err)
 		}
 		if n > 0 && n < len(raw) {
 			h.flags = flagLZ4
-			dst = dst[:body+n]
+			batch = e.packed[:HeaderSize+n]
 		}
 		// Data that does not compress (media, encrypted or compressed
 		// files) costs lz4's time for nothing: try again later.
@@ -95,11 +99,10 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record) ([]byte, error) {
 			e.skip = skipAfterMiss
 		}
 	}
-	if h.flags&flagLZ4 == 0 {
-		dst = append(dst, raw...)
-	}
-	h.payloadLen = uint32(len(dst) - body)
-	putHeader(dst[start:], &h, dst[body:])
+	h.payloadLen = uint32(len(batch) - HeaderSize)
+	start := len(dst)
+	dst = append(dst, batch...)
+	putHeader(dst[start:], &h, dst[start+HeaderSize:])
 	return dst, nil
 }
 

@@ -1,0 +1,136 @@
+package capture
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// writerEnv makes the test binary a writer: capture ignores its own process.
+const writerEnv = "WRITECAP_CAPTURE_TEST_WRITE"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(writerEnv); spec != "" {
+		if err := writeRange(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// writeRange writes "path off len" in 64 KiB pwrites to an existing file,
+// opened without O_CREAT: that open is no event of its own.
+func writeRange(spec string) error {
+	var (
+		path   string
+		off, n int64
+	)
+	if _, err := fmt.Sscanf(spec, "%s %d %d", &path, &off, &n); err != nil {
+		return fmt.Errorf("writer spec %q: %w", spec, err)
+	}
+	fd, err := unix.Open(path, unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	chunk := bytes.Repeat([]byte{'x'}, 64<<10)
+	for end := off + n; off < end; off += int64(len(chunk)) {
+		if _, err := unix.Pwrite(fd, chunk[:min(int64(len(chunk)), end-off)], off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func write(t *testing.T, path string, off, n int64) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", writerEnv, path, off, n))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("writer: %v %s", err, out)
+	}
+}
+
+func requireBPF(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root"
+	} else if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		why = "kernel has no BTF"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("WRITECAP_REQUIRE_BPF") == "1" {
+		t.Fatalf("WRITECAP_REQUIRE_BPF=1 but this test cannot run: %s", why)
+	}
+	t.Skip(why)
+}
+
+// TestTakeLossesSinceLastTake: each take of the loss map yields only the
+// ranges lost since the one before. When the map kept every range ever lost
+// to a file, each repair read back the union again, from the first lost
+// byte to the last: a long sequential write losing records now and then
+// was read back over and over.
+func TestTakeLossesSinceLastTake(t *testing.T) {
+	requireBPF(t)
+	root := t.TempDir()
+	path := filepath.Join(root, "f")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing reads the ring: once its page is full, every record is lost.
+	k, err := loadKernel([]string{root}, Config{RingSize: os.Getpagesize(), MaxData: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	take := func(t *testing.T) map[uint64][2]int64 {
+		t.Helper()
+		got := map[uint64][2]int64{}
+		if err := k.takeLosses(func(key lossKey, lo, hi int64) { got[key.Ino] = [2]int64{lo, hi} }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	const mib = 1 << 20
+	write(t, path, 0, mib)
+	if got := take(t); len(got) != 1 || got[st.Ino][1] != mib || got[st.Ino][0] >= mib {
+		t.Fatalf("first take: %v, want inode %d lost up to %d", got, st.Ino, mib)
+	}
+	tests := []struct {
+		name    string
+		off, n  int64
+		wantLen int
+	}{
+		{name: "a later range alone", off: 8 * mib, n: mib, wantLen: 1},
+		{name: "an earlier range alone", off: 2 * mib, n: mib / 2, wantLen: 1},
+		{name: "nothing written since", wantLen: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.n > 0 {
+				write(t, path, tc.off, tc.n)
+			}
+			got := take(t)
+			if len(got) != tc.wantLen {
+				t.Fatalf("took %v, want %d ranges", got, tc.wantLen)
+			}
+			if r, ok := got[st.Ino]; tc.wantLen > 0 && (!ok || r != [2]int64{tc.off, tc.off + tc.n}) {
+				t.Fatalf("took %v for inode %d, want [%d, %d)", got, st.Ino, tc.off, tc.off+tc.n)
+			}
+		})
+	}
+}
