@@ -23,7 +23,7 @@ type kernel struct {
 	links  []link.Link
 	ring   *ringbuf.Reader
 	counts *ebpf.Map
-	// The loss map in loss's slot takes ranges lost now; takeLosses swaps
+	// The loss map in slot takes the ranges lost now; takeLosses swaps
 	// in the other and reads the one retired.
 	slot *ebpf.Map
 	loss [2]*ebpf.Map

@@ -93,9 +93,17 @@ func (p *processor) resendChanges(ch *journal.Changes) error {
 			p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
 			covered[rel] = true
 		case pc.What&(journal.ChangedEntry|journal.ChangedGone) != 0 || n.ino != st.Ino || !sameKind(n, &st):
-			p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
 			p.t.detach(parent, name)
-			err = p.importEntry(parent, name, rel, &st)
+			if p.keepsHeld(rel, &st) {
+				// The replicas' copy stays, paired with the master's file:
+				// only the blocks that differ go.
+				p.base, p.baseGone = p.repairHeld, map[string]bool{}
+				err = p.importEntry(parent, name, rel, &st)
+				p.base, p.baseGone = nil, nil
+			} else {
+				p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
+				err = p.importEntry(parent, name, rel, &st)
+			}
 			covered[rel] = true
 		default:
 			if n.symlink {
@@ -142,6 +150,32 @@ func (p *processor) contentRepair(n *node, pc journal.PathChange) func() {
 	}
 }
 
+// sentWhole lists the regular files whose bytes resendChanges would send
+// whole: created or replaced, or changed where nobody knows.
+func (p *processor) sentWhole(ch *journal.Changes) []string {
+	var paths []string
+	ch.Each(func(rel string, pc journal.PathChange) {
+		whole := pc.What&journal.ChangedEntry != 0 || pc.What&journal.ChangedContent != 0 && pc.Ranges == nil
+		var st unix.Stat_t
+		if rel != "" && whole && pc.What&journal.ChangedGone == 0 &&
+			unix.Lstat(p.abs(rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			paths = append(paths, rel)
+		}
+	})
+	return paths
+}
+
+// keepsHeld reports whether the replicas' manifest has a file with no
+// other name at rel, where the master has the regular file st: a repair
+// that would replace it sends only the blocks that differ instead.
+func (p *processor) keepsHeld(rel string, st *unix.Stat_t) bool {
+	if p.repairHeld == nil || st.Mode&unix.S_IFMT != unix.S_IFREG || p.repairSince.Named(rel) {
+		return false
+	}
+	e, _ := p.repairHeld.Lookup(rel)
+	return e != nil && e.Kind == resync.KindFile && e.Nlink == 1
+}
+
 // resendAll sends the whole tree again over whatever the replica has: the
 // record of changes outgrew its limit.
 func (p *processor) resendAll() error {
@@ -186,13 +220,22 @@ func (p *processor) resume(r *Resume) error {
 	if r.Changes != nil {
 		p.resumed.Merge(r.Changes)
 	}
+	if r.Held != nil {
+		var whole []string // everything goes again: there is nothing to pair
+		if !p.resumed.Full() {
+			whole = p.sentWhole(p.resumed)
+		}
+		p.repairHeld = r.Held(whole)
+	}
+	defer func() { p.repairHeld = nil }()
 	p.log.Info("resuming replicas of an earlier capture: repairing what may have changed since",
 		"recorded", func() int {
 			if r.Changes == nil {
 				return 0
 			}
 			return r.Changes.Len()
-		}(), "changed_while_not_capturing", found, "since", r.Since)
+		}(), "changed_while_not_capturing", found, "since", r.Since, "against_replica_manifest", p.repairHeld != nil)
+	kept := p.s.stats.baseSkipped.Load()
 	if err := p.walk(func() error {
 		if p.resumed.Full() {
 			return p.resendAll()
@@ -200,6 +243,10 @@ func (p *processor) resume(r *Resume) error {
 		return p.resendChanges(p.resumed)
 	}); err != nil {
 		return err
+	}
+	if p.repairHeld != nil {
+		p.log.Info("repaired the earlier capture's replica against its manifest",
+			"bytes_the_replica_had", p.s.stats.baseSkipped.Load()-kept)
 	}
 	p.resumed = nil
 	if p.flushErr != nil {

@@ -66,10 +66,16 @@ type Config struct {
 // captured, found by change time (Since) and by directories that moved
 // (Dirs, the directories' inode numbers and paths as the earlier capture
 // knew them).
+//
+// Held, when set, is asked once what the replicas hold of the regular
+// files the repair would otherwise send whole (none when it sends
+// everything); those files' blocks that the manifest it returns has are
+// not sent again. It returns nil to send them whole.
 type Resume struct {
 	Changes *journal.Changes
 	Since   time.Time
 	Dirs    map[uint64]string
+	Held    func(paths []string) *resync.Manifest
 }
 
 func (c *Config) fill() error {

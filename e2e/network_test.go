@@ -271,6 +271,50 @@ func TestMasterKilled(t *testing.T) {
 	p.compare()
 }
 
+// TestMasterKilledBlocks: a master killed, and a large file written in a
+// few places while it is down; the new master finds the file changed but
+// not where, and repairs it against the replica's manifest of it, so only
+// the blocks that differ cross.
+func TestMasterKilledBlocks(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	const size = 64 << 20
+	writeStale(t, filepath.Join(p.src, "db"), filepath.Join(p.outside, "db"), 7, size)
+	rep := p.replica()
+	m := p.master()
+	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool {
+		fi, err := os.Stat(filepath.Join(p.dst, "db"))
+		return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
+	})
+	m.kill(t)
+	f, err := os.OpenFile(filepath.Join(p.src, "db"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if _, err := f.WriteAt([]byte("while the master was down"), int64(i)*(size/200)+int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	m = p.master()
+	waitFor(t, p.mmetric, "the replica to join the new master", func(r *monitor.Report) bool {
+		return r.Scenarios[0].Peers[0].Connected
+	})
+	m.stop(t)
+	if got := metric(t, p.rmetric, "writecap_replica_repairs_total"); got != 1 {
+		t.Errorf("replica repaired by a new master %v times, want 1", got)
+	}
+	rep.stop(t)
+	p.compare()
+	if !strings.Contains(m.stderr.String(), "against_replica_manifest=true") {
+		t.Fatalf("the repair did not use the replica's manifest:\n%s", lastLines(m.stderr.String(), 30))
+	}
+	if had := logInt(t, m.stderr.String(), "bytes_the_replica_had"); had < size/2 {
+		t.Errorf("the repair found %d bytes of db on the replica; 200 small writes leave most of its %d", had, size)
+	}
+}
+
 // TestSpoolOverflow: the replica is away while the master's spool passes
 // its limit; the master keeps a record of what changed instead of growing,
 // and when the replica returns it resumes from the spool and gets a repair

@@ -55,6 +55,11 @@ type Config struct {
 	// changes it had not yet read from the kernel when it died are older
 	// than its last record.
 	ResumeSlack time.Duration
+	// ResumeWait bounds how long a restarted master waits for its replica
+	// to connect and say what it holds of the files its repair would send
+	// whole (default 10 s); past it, they go whole. Capture is held
+	// meanwhile, and its kernel losses are repaired after.
+	ResumeWait time.Duration
 	// BlockSize is the block of the comparison with what a replica that
 	// cannot resume holds (resync.DefaultBlockSize when 0).
 	BlockSize int
@@ -124,6 +129,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ResumeSlack == 0 {
 		cfg.ResumeSlack = 30 * time.Second
 	}
+	if cfg.ResumeWait == 0 {
+		cfg.ResumeWait = 10 * time.Second
+	}
 	if cfg.BlockSize <= 0 {
 		cfg.BlockSize = resync.DefaultBlockSize
 	}
@@ -164,6 +172,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if prior != nil {
 		m.prior = prior.resumable
 		cc.Resume = &capture.Resume{Changes: prior.changes, Since: prior.last.Add(-cfg.ResumeSlack), Dirs: prior.dirs}
+		if len(cfg.Replicas) == 1 {
+			// With one replica, its manifest is what the repair is sent
+			// over; another replica could hold other bytes.
+			m.q.ask = newHeldAsk()
+			cc.Resume.Held = m.resumeHeld
+		}
 		m.log.Info("found an earlier master's activity record: its replicas are repaired, not rebuilt",
 			"epochs", len(prior.resumable), "paths", prior.changes.Len(), "last_recorded", prior.last)
 	}

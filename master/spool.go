@@ -32,6 +32,9 @@ type queue struct {
 	// full asks capture for a full copy of the tree against base (nil: as
 	// to an empty replica).
 	full func(base *resync.Manifest)
+	// ask, after a restart with one replica, waits for that replica's
+	// manifest of what the repair of the earlier master's changes sends.
+	ask *heldAsk
 
 	mu        sync.Mutex
 	rebuild   uint64           // first seq of the latest full copy the spool holds whole; 0: none
@@ -348,6 +351,9 @@ func (q *queue) start(ctx context.Context, epoch, durable, holds uint64, peer st
 		q.mu.Unlock()
 		q.m.log.Info("replica of an earlier master: it keeps its data and gets the repair of what changed since",
 			"replica_epoch", epoch, "replica_durable", durable)
+		if q.ask != nil {
+			q.describe(ctx, q.ask, peer)
+		}
 		return 1, startRepair, nil
 	}
 	q.mu.Unlock()
