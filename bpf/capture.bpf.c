@@ -1262,10 +1262,13 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-static __always_inline void uring_dirty(struct file *f, __u32 tgid, int root, __s64 lo, __s64 hi, __u32 flags)
+/*
+ * A range written outside a syscall of the writer's own (io_uring, Linux
+ * AIO), reported once the write completed: user space reads the bytes back.
+ */
+static __always_inline void emit_dirty(__u64 ino, __u32 root, __u32 tgid, __s64 lo, __s64 hi, __u32 flags, __u32 fflags)
 {
 	struct ev_write *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	__u64 ino = f->f_inode->i_ino;
 
 	if (!e) {
 		note_loss(ino, root, lo, hi);
@@ -1280,7 +1283,7 @@ static __always_inline void uring_dirty(struct file *f, __u32 tgid, int root, __
 	e->lo = lo;
 	e->hi = hi;
 	e->len = 0;
-	e->fflags = f->f_flags;
+	e->fflags = fflags;
 	stamp(&e->h);
 	/* The bytes are read back after completion: the request's whole life
 	 * lies before that, so its span is the completion instant. */
@@ -1288,7 +1291,8 @@ static __always_inline void uring_dirty(struct file *f, __u32 tgid, int root, __
 	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
 }
 
-static __always_inline void uring_fsync(struct file *f, __u32 tgid, int root)
+/* A barrier completed outside a syscall of the writer's own. */
+static __always_inline void emit_fsync(__u64 ino, __u32 root, __u32 tgid)
 {
 	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -1298,7 +1302,7 @@ static __always_inline void uring_fsync(struct file *f, __u32 tgid, int root)
 		return;
 	}
 	__builtin_memset(e, 0, __builtin_offsetof(struct ev_meta, path1));
-	e->h.ino = f->f_inode->i_ino;
+	e->h.ino = ino;
 	e->h.type = EV_FSYNC;
 	e->h.root = root;
 	e->h.tgid = tgid;
@@ -1309,6 +1313,16 @@ static __always_inline void uring_fsync(struct file *f, __u32 tgid, int root)
 	stamp(&e->h);
 	e->h.enter_ns = e->h.exit_ns;
 	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
+}
+
+static __always_inline void uring_dirty(struct file *f, __u32 tgid, int root, __s64 lo, __s64 hi, __u32 flags)
+{
+	emit_dirty(f->f_inode->i_ino, root, tgid, lo, hi, flags, f->f_flags);
+}
+
+static __always_inline void uring_fsync(struct file *f, __u32 tgid, int root)
+{
+	emit_fsync(f->f_inode->i_ino, root, tgid);
 }
 
 SEC("raw_tp/io_uring_complete")
@@ -1391,6 +1405,147 @@ int uring_complete(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* The only two programs attached. */
+/* ---- Linux AIO (io_submit) ----
+ *
+ * A buffered AIO write is carried out within io_submit: its range is read
+ * back from io_submit's exit. A direct one (O_DIRECT) completes later, in
+ * the block layer: its range waits in aio_pending, keyed by the process and
+ * its iocb's address, for the io_event that io_getevents hands back, as do
+ * AIO fsyncs, which run on a workqueue. Completions a program reaps from
+ * the AIO ring in its own memory, without io_getevents, are not seen.
+ */
+#define IOCB_CMD_PWRITE 1
+#define IOCB_CMD_FSYNC 2
+#define IOCB_CMD_FDSYNC 3
+#define IOCB_CMD_PWRITEV 8
+#define O_DIRECT 040000
+#define AIO_BATCH 64 /* iocbs or events looked at per call */
+#define AIO_IOVS 8   /* iovecs summed per PWRITEV; past it, to EOF */
+#define TO_EOF 0x7fffffffffffffffLL
+
+struct aio_key {
+	__u64 iocb; /* its address in the submitter */
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct aio_val {
+	__u64 ino;
+	__s64 lo; /* -1: an append, where is not known */
+	__u32 root;
+	__u32 fsync;
+	__u32 fflags;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct aio_key);
+	__type(value, struct aio_val);
+} aio_pending SEC(".maps");
+
+struct aio_walk {
+	__u64 list; /* iocb pointers (io_submit) or io_events (io_getevents) */
+	__u32 tgid;
+};
+
+static __always_inline __s64 aio_len(struct iocb *cb)
+{
+	if (cb->aio_lio_opcode == IOCB_CMD_PWRITE)
+		return cb->aio_nbytes;
+	__s64 n = 0;
+	for (int i = 0; i < AIO_IOVS; i++) {
+		struct iovec v;
+		if (i == cb->aio_nbytes)
+			return n;
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(cb->aio_buf + i * sizeof(v))))
+			return -1;
+		n += v.iov_len;
+	}
+	return -1;
+}
+
+static long aio_submitted(__u32 i, void *arg)
+{
+	struct aio_walk *w = arg;
+	__u64 ptr;
+	struct iocb cb;
+
+	if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)(w->list + i * sizeof(ptr))) ||
+	    bpf_probe_read_user(&cb, sizeof(cb), (void *)ptr))
+		return 0;
+	int fsync = cb.aio_lio_opcode == IOCB_CMD_FSYNC || cb.aio_lio_opcode == IOCB_CMD_FDSYNC;
+	if (!fsync && cb.aio_lio_opcode != IOCB_CMD_PWRITE && cb.aio_lio_opcode != IOCB_CMD_PWRITEV)
+		return 0;
+	struct file *f = fd_file(cb.aio_fildes);
+	if (!f)
+		return 0;
+	int root = file_root(f);
+	if (root < 0)
+		return 0;
+	__s64 lo = cb.aio_offset, hi = TO_EOF, n = 0;
+	if (!fsync) {
+		n = aio_len(&cb);
+		if ((f->f_flags & O_APPEND) || (cb.aio_rw_flags & RWF_APPEND))
+			lo = -1;
+		else if (n >= 0)
+			hi = lo + n;
+	}
+	if (!fsync && !(f->f_flags & O_DIRECT)) {
+		emit_dirty(f->f_inode->i_ino, root, w->tgid, lo < 0 ? 0 : lo, hi, 0, f->f_flags);
+		return 0;
+	}
+	struct aio_key k = { .iocb = ptr, .tgid = w->tgid };
+	struct aio_val v = { .ino = f->f_inode->i_ino, .lo = lo, .root = root, .fsync = fsync, .fflags = f->f_flags };
+	bpf_map_update_elem(&aio_pending, &k, &v, BPF_ANY);
+	return 0;
+}
+
+static long aio_reaped(__u32 i, void *arg)
+{
+	struct aio_walk *w = arg;
+	struct io_event ev;
+
+	if (bpf_probe_read_user(&ev, sizeof(ev), (void *)(w->list + i * sizeof(ev))))
+		return 0;
+	struct aio_key k = { .iocb = ev.obj, .tgid = w->tgid };
+	struct aio_val *v = bpf_map_lookup_elem(&aio_pending, &k);
+	if (!v)
+		return 0;
+	if (v->fsync)
+		emit_fsync(v->ino, v->root, w->tgid);
+	else if (ev.res > 0)
+		emit_dirty(v->ino, v->root, w->tgid, v->lo < 0 ? 0 : v->lo, v->lo < 0 ? TO_EOF : v->lo + ev.res, 0, v->fflags);
+	bpf_map_delete_elem(&aio_pending, &k);
+	return 0;
+}
+
+static __always_inline int aio_exit(struct bpf_raw_tracepoint_args *ctx, int arg, void *fn)
+{
+	long ret = (long)ctx->args[1];
+
+	if (ret <= 0)
+		return 0;
+	if (ret > AIO_BATCH) {
+		/* The ones past the batch go unseen: a walk reads back what changed. */
+		count(CNT_AIO_MANY);
+		ret = AIO_BATCH;
+	}
+	struct aio_walk w = { .list = sysarg(ctx, arg), .tgid = bpf_get_current_pid_tgid() >> 32 };
+	bpf_loop(ret, fn, &w, 0);
+	return 0;
+}
+
+SEC("raw_tp/sys_exit")
+int exit_io_submit(struct bpf_raw_tracepoint_args *ctx) { return aio_exit(ctx, 2, aio_submitted); }
+
+SEC("raw_tp/sys_exit")
+int exit_io_getevents(struct bpf_raw_tracepoint_args *ctx) { return aio_exit(ctx, 3, aio_reaped); }
+
+SEC("raw_tp/sys_exit")
+int exit_io_pgetevents(struct bpf_raw_tracepoint_args *ctx) { return aio_exit(ctx, 3, aio_reaped); }
+
 SEC("raw_tp/sys_enter")
 int dispatch_enter(struct bpf_raw_tracepoint_args *ctx)
 {

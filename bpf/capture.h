@@ -117,6 +117,7 @@ enum counter {
 	CNT_LOSS_FULL,       /* loss map full: whole-root repair */
 	CNT_TOO_DEEP,        /* path deeper than MAX_DEPTH under a protected fs */
 	CNT_URING_NAMES,     /* names changed through io_uring: walk the roots */
+	CNT_AIO_MANY,        /* more AIO requests in one call than looked at: walk */
 	CNT_MAX,
 };
 

@@ -13,6 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type CaptureAioKey struct {
+	_    structs.HostLayout
+	Iocb uint64
+	Tgid uint32
+	Pad  uint32
+}
+
+type CaptureAioVal struct {
+	_      structs.HostLayout
+	Ino    uint64
+	Lo     int64
+	Root   uint32
+	Fsync  uint32
+	Fflags uint32
+	Pad    uint32
+}
+
 type CaptureCounter uint32
 
 const (
@@ -22,7 +39,8 @@ const (
 	CaptureCounterCNT_LOSS_FULL     CaptureCounter = 3
 	CaptureCounterCNT_TOO_DEEP      CaptureCounter = 4
 	CaptureCounterCNT_URING_NAMES   CaptureCounter = 5
-	CaptureCounterCNT_MAX           CaptureCounter = 6
+	CaptureCounterCNT_AIO_MANY      CaptureCounter = 6
+	CaptureCounterCNT_MAX           CaptureCounter = 7
 )
 
 type CaptureEvFlag uint32
@@ -170,6 +188,7 @@ type CaptureWrIn struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	CaptureMapAioPending          = "aio_pending"
 	CaptureMapCounters            = "counters"
 	CaptureMapEnterCalls          = "enter_calls"
 	CaptureMapEvents              = "events"
@@ -241,6 +260,9 @@ const (
 	CaptureProgExitFdatasync      = "exit_fdatasync"
 	CaptureProgExitFsync          = "exit_fsync"
 	CaptureProgExitFtruncate      = "exit_ftruncate"
+	CaptureProgExitIoGetevents    = "exit_io_getevents"
+	CaptureProgExitIoPgetevents   = "exit_io_pgetevents"
+	CaptureProgExitIoSubmit       = "exit_io_submit"
 	CaptureProgExitLchown         = "exit_lchown"
 	CaptureProgExitLink           = "exit_link"
 	CaptureProgExitLinkat         = "exit_linkat"
@@ -387,6 +409,9 @@ type CaptureProgramSpecs struct {
 	ExitFdatasync      *ebpf.ProgramSpec `ebpf:"exit_fdatasync"`
 	ExitFsync          *ebpf.ProgramSpec `ebpf:"exit_fsync"`
 	ExitFtruncate      *ebpf.ProgramSpec `ebpf:"exit_ftruncate"`
+	ExitIoGetevents    *ebpf.ProgramSpec `ebpf:"exit_io_getevents"`
+	ExitIoPgetevents   *ebpf.ProgramSpec `ebpf:"exit_io_pgetevents"`
+	ExitIoSubmit       *ebpf.ProgramSpec `ebpf:"exit_io_submit"`
 	ExitLchown         *ebpf.ProgramSpec `ebpf:"exit_lchown"`
 	ExitLink           *ebpf.ProgramSpec `ebpf:"exit_link"`
 	ExitLinkat         *ebpf.ProgramSpec `ebpf:"exit_linkat"`
@@ -425,6 +450,7 @@ type CaptureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CaptureMapSpecs struct {
+	AioPending *ebpf.MapSpec `ebpf:"aio_pending"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	EnterCalls *ebpf.MapSpec `ebpf:"enter_calls"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
@@ -478,6 +504,7 @@ func (o *CaptureObjects) Close() error {
 //
 // It can be passed to LoadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CaptureMaps struct {
+	AioPending *ebpf.Map `ebpf:"aio_pending"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	EnterCalls *ebpf.Map `ebpf:"enter_calls"`
 	Events     *ebpf.Map `ebpf:"events"`
@@ -495,6 +522,7 @@ type CaptureMaps struct {
 
 func (m *CaptureMaps) Close() error {
 	return _CaptureClose(
+		m.AioPending,
 		m.Counters,
 		m.EnterCalls,
 		m.Events,
@@ -591,6 +619,9 @@ type CapturePrograms struct {
 	ExitFdatasync      *ebpf.Program `ebpf:"exit_fdatasync"`
 	ExitFsync          *ebpf.Program `ebpf:"exit_fsync"`
 	ExitFtruncate      *ebpf.Program `ebpf:"exit_ftruncate"`
+	ExitIoGetevents    *ebpf.Program `ebpf:"exit_io_getevents"`
+	ExitIoPgetevents   *ebpf.Program `ebpf:"exit_io_pgetevents"`
+	ExitIoSubmit       *ebpf.Program `ebpf:"exit_io_submit"`
 	ExitLchown         *ebpf.Program `ebpf:"exit_lchown"`
 	ExitLink           *ebpf.Program `ebpf:"exit_link"`
 	ExitLinkat         *ebpf.Program `ebpf:"exit_linkat"`
@@ -685,6 +716,9 @@ func (p *CapturePrograms) Close() error {
 		p.ExitFdatasync,
 		p.ExitFsync,
 		p.ExitFtruncate,
+		p.ExitIoGetevents,
+		p.ExitIoPgetevents,
+		p.ExitIoSubmit,
 		p.ExitLchown,
 		p.ExitLink,
 		p.ExitLinkat,

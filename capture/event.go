@@ -111,6 +111,7 @@ const (
 	cntLossFull     = int(bpf.CaptureCounterCNT_LOSS_FULL)
 	cntTooDeep      = int(bpf.CaptureCounterCNT_TOO_DEEP)
 	cntUringNames   = int(bpf.CaptureCounterCNT_URING_NAMES)
+	cntAIOMany      = int(bpf.CaptureCounterCNT_AIO_MANY)
 	maxDepth        = int(bpf.CaptureLimitsMAX_DEPTH)
 )
 

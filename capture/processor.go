@@ -361,6 +361,11 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 		// names themselves; an O_TRUNC open there may also have cut a file.
 		p.needReconcile("names changed through io_uring", true)
 	}
+	if c[cntAIOMany] != last[cntAIOMany] {
+		// One io_submit or io_getevents carried more requests than the
+		// kernel looks at: the writes past them are found by a walk.
+		p.needReconcile("more Linux AIO requests in one call than captured", true)
+	}
 	if c[cntTooDeep] != last[cntTooDeep] && !p.warnedTooDeep {
 		p.warnedTooDeep = true
 		p.log.Warn("files nested deeper than the kernel walk limit on a protected file system are not captured",

@@ -21,4 +21,5 @@ var syscallNumbers = map[string]uint32{
 	"msync": unix.SYS_MSYNC, "mmap": unix.SYS_MMAP, "utimensat": unix.SYS_UTIMENSAT,
 	"rename": unix.SYS_RENAME, "renameat": unix.SYS_RENAMEAT, "renameat2": unix.SYS_RENAMEAT2,
 	"link": unix.SYS_LINK, "linkat": unix.SYS_LINKAT, "symlink": unix.SYS_SYMLINK, "symlinkat": unix.SYS_SYMLINKAT,
+	"io_submit": unix.SYS_IO_SUBMIT, "io_getevents": unix.SYS_IO_GETEVENTS, "io_pgetevents": unix.SYS_IO_PGETEVENTS,
 }
