@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/internal/testenv"
 )
 
 // writerEnv makes the test binary a writer: capture ignores its own process.
@@ -58,30 +60,13 @@ func write(t *testing.T, path string, off, n int64) {
 	}
 }
 
-func requireBPF(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		why = "kernel has no BTF"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("WRITECAP_REQUIRE_BPF") == "1" {
-		t.Fatalf("WRITECAP_REQUIRE_BPF=1 but this test cannot run: %s", why)
-	}
-	t.Skip(why)
-}
-
 // TestTakeLossesSinceLastTake: each take of the loss map yields only the
 // ranges lost since the one before. When the map kept every range ever lost
 // to a file, each repair read back the union again, from the first lost
 // byte to the last: a long sequential write losing records now and then
 // was read back over and over.
 func TestTakeLossesSinceLastTake(t *testing.T) {
-	requireBPF(t)
+	testenv.RequireBPF(t)
 	root := t.TempDir()
 	path := filepath.Join(root, "f")
 	if err := os.WriteFile(path, nil, 0o644); err != nil {

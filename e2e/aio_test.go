@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -130,22 +128,7 @@ func TestMirrorAIO(t *testing.T) {
 	})
 	aio(t, []*iocb{{opcode: iocbPwrite, fildes: uint32(direct), buf: addr(mem[2<<12:]), nbytes: 1 << 12, offset: 1<<20 - 1<<12}})
 
-	// Capture applies continuously; a change it missed never shows up, so
-	// the wait ends at a deadline with the differences named.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		diffs, err := treecmp.Compare(src, dst, treecmp.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(diffs) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the target still differs from the source while the mirror runs: %v", fmt.Sprint(diffs))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSame(t, src, dst)
 	m.stop(t)
 	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
 }

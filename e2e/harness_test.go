@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/writecap/writecap/internal/testenv"
 )
 
 // binary is the writecap executable built once for the package.
@@ -41,22 +43,7 @@ func run(m *testing.M) int {
 // requireBPF skips when the machine cannot run capture, unless CI demands it.
 func requireBPF(t *testing.T) {
 	t.Helper()
-	why := ""
-	switch {
-	case os.Geteuid() != 0:
-		why = "needs root"
-	default:
-		if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-			why = "kernel has no BTF"
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("WRITECAP_REQUIRE_BPF") == "1" {
-		t.Fatalf("WRITECAP_REQUIRE_BPF=1 but this test cannot run: %s", why)
-	}
-	t.Skip(why)
+	testenv.RequireBPF(t)
 }
 
 // agent is a running writecap subcommand.

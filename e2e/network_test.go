@@ -287,16 +287,7 @@ func TestMasterKilledBlocks(t *testing.T) {
 		return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
 	})
 	m.kill(t)
-	f, err := os.OpenFile(filepath.Join(p.src, "db"), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 200 {
-		if _, err := f.WriteAt([]byte("while the master was down"), int64(i)*(size/200)+int64(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.Close()
+	scatter(t, filepath.Join(p.src, "db"), size)
 	m = p.master()
 	waitFor(t, p.mmetric, "the replica to join the new master", func(r *monitor.Report) bool {
 		return r.Scenarios[0].Peers[0].Connected
@@ -307,12 +298,7 @@ func TestMasterKilledBlocks(t *testing.T) {
 	}
 	rep.stop(t)
 	p.compare()
-	if !strings.Contains(m.stderr.String(), "against_replica_manifest=true") {
-		t.Fatalf("the repair did not use the replica's manifest:\n%s", lastLines(m.stderr.String(), 30))
-	}
-	if had := logInt(t, m.stderr.String(), "bytes_the_replica_had"); had < size/2 {
-		t.Errorf("the repair found %d bytes of db on the replica; 200 small writes leave most of its %d", had, size)
-	}
+	assertRepairedBlocks(t, m, size)
 }
 
 // TestSpoolOverflow: the replica is away while the master's spool passes
@@ -689,20 +675,35 @@ func TestSpoolOverflowBlocks(t *testing.T) {
 	waitFor(t, p.mmetric, "the spool to overflow", func(*monitor.Report) bool {
 		return metric(t, p.mmetric, "writecap_master_spool_overflows_total") >= 1
 	})
-	f, err := os.OpenFile(filepath.Join(p.src, "db"), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 200 {
-		if _, err := f.WriteAt([]byte("scattered"), int64(i)*(size/200)+int64(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.Close()
+	scatter(t, filepath.Join(p.src, "db"), size)
 	rep = p.replica()
 	m.stop(t)
 	rep.stop(t)
 	p.compare()
+	assertRepairedBlocks(t, m, size)
+}
+
+// scatter makes 200 small writes spread over the file at path, of size
+// bytes: a few of its blocks change, most stay.
+func scatter(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range int64(200) {
+		if _, err := f.WriteAt([]byte("scattered"), i*(size/200)+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// assertRepairedBlocks checks that the master m repaired the scattered
+// file of size bytes against the replica's manifest, sending only the
+// blocks that differ.
+func assertRepairedBlocks(t *testing.T, m *agent, size int) {
+	t.Helper()
 	if !strings.Contains(m.stderr.String(), "against_replica_manifest=true") {
 		t.Fatalf("the repair did not use the replica's manifest:\n%s", lastLines(m.stderr.String(), 30))
 	}

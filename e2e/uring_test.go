@@ -195,8 +195,16 @@ func TestMirrorIOUring(t *testing.T) {
 	r.must(t, "write u/e", sqe{opcode: opWrite, fd: e, addr: r.ptr(b), len: uint32(len(b))})
 	r.must(t, "close u/e", sqe{opcode: opClose, fd: e})
 
-	// Capture applies continuously; a change it missed never shows up, so
-	// the wait ends at a deadline with the differences named.
+	waitSame(t, src, dst)
+	m.stop(t)
+	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+}
+
+// waitSame waits for the running mirror to make dst equal src. Capture
+// applies continuously; a change it missed never shows up, so the wait
+// ends at a deadline with the differences named.
+func waitSame(t *testing.T, src, dst string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		diffs, err := treecmp.Compare(src, dst, treecmp.Options{})
@@ -204,13 +212,11 @@ func TestMirrorIOUring(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(diffs) == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the target still differs from the source while the mirror runs: %v", fmt.Sprint(diffs))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	m.stop(t)
-	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
 }
