@@ -94,15 +94,17 @@ func (p *processor) resendChanges(ch *journal.Changes) error {
 			covered[rel] = true
 		case pc.What&(journal.ChangedEntry|journal.ChangedGone) != 0 || n.ino != st.Ino || !sameKind(n, &st):
 			p.t.detach(parent, name)
-			if p.keepsHeld(rel, &st) {
-				// The replicas' copy stays, paired with the master's file:
-				// only the blocks that differ go.
+			// A replicas' copy that stays is paired with the master's file:
+			// only the blocks that differ go.
+			kept := p.keepsHeld(rel, &st)
+			if kept {
 				p.base, p.baseGone = p.repairHeld, map[string]bool{}
-				err = p.importEntry(parent, name, rel, &st)
-				p.base, p.baseGone = nil, nil
 			} else {
 				p.emit(journal.Record{Op: journal.OpRmdir, Path: rel})
-				err = p.importEntry(parent, name, rel, &st)
+			}
+			err = p.importEntry(parent, name, rel, &st)
+			if kept {
+				p.base, p.baseGone = nil, nil
 			}
 			covered[rel] = true
 		default:
