@@ -113,7 +113,7 @@ func (p *processor) readBackDiff(pth string, f *os.File, st *unix.Stat_t, b base
 		for k := 0; k < m; k += b.bs {
 			blk := buf[k:min(k+b.bs, m)]
 			i := (off + int64(k)) / int64(b.bs)
-			if i < int64(len(b.hashes)) && !b.forced(off+int64(k), int64(len(blk))) && resync.HashOf(blk) == b.hashes[i] {
+			if i < int64(len(b.hashes)) && !b.forced(off+int64(k), int64(len(blk))) && resync.Holds(b.hashes[i], resync.HashOf(blk)) {
 				if run >= 0 {
 					p.emit(journal.Record{Op: journal.OpWrite, Path: pth, Offset: off + int64(run), Data: buf[run:k]})
 					run = -1

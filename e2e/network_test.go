@@ -301,6 +301,63 @@ func TestMasterKilledBlocks(t *testing.T) {
 	assertRepairedBlocks(t, m, size)
 }
 
+// TestMasterKilledTwoReplicas: the master is killed while one of its two
+// replicas is behind the other, and the file both hold changes before it
+// comes back. The repair is one stream both take, so it goes against what
+// they both hold: blocks the replica ahead has and the one behind lacks are
+// sent too, and the rest of the file is not.
+func TestMasterKilledTwoReplicas(t *testing.T) {
+	requireBPF(t)
+	p := newPair(t)
+	p2 := p.second()
+	const size = 64 << 20
+	db := filepath.Join(p.src, "db")
+	writeStale(t, db, filepath.Join(p.outside, "db"), 7, size)
+	r1, r2 := p.replica(), p2.replica2()
+	cfg := p.twoReplicaConfig(p2)
+	m := startAgent(t, "master", "--config", cfg)
+	for _, q := range []*pair{p, p2} {
+		waitFor(t, q.rmetric, "the initial copy", func(r *monitor.Report) bool {
+			fi, err := os.Stat(filepath.Join(q.dst, "db"))
+			return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
+		})
+	}
+	r2.stop(t)
+	f, err := os.OpenFile(db, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range int64(50) {
+		if _, err := f.WriteAt([]byte("only replica 1 has this"), i*(size/50)+4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	before := status(t, p.mmetric).Scenarios[0].Captured
+	waitFor(t, p.rmetric, "replica 1 to apply what replica 2 lacks", func(r *monitor.Report) bool {
+		c := status(t, p.mmetric).Scenarios[0].Captured
+		return c > before && applied(r) >= c
+	})
+	m.kill(t)
+	scatter(t, db, size)
+	r2 = p2.replica2()
+	m = startAgent(t, "master", "--config", cfg)
+	waitFor(t, p.mmetric, "both replicas to join the new master", func(r *monitor.Report) bool {
+		return r.Scenarios[0].Peers[0].Connected && r.Scenarios[0].Peers[1].Connected
+	})
+	m.stop(t)
+	for _, addr := range []string{p.rmetric, p2.rmetric} {
+		if got := metric(t, addr, "writecap_replica_repairs_total"); got != 1 {
+			t.Errorf("replica %s repaired by a new master %v times, want 1", addr, got)
+		}
+	}
+	r1.stop(t)
+	r2.stop(t)
+	p.compare()
+	treecmp.AssertEqual(t, p.src, p2.dst, treecmp.Options{Owners: true})
+	assertRepairedBlocks(t, m, size)
+}
+
 // TestSpoolOverflow: the replica is away while the master's spool passes
 // its limit; the master keeps a record of what changed instead of growing,
 // and when the replica returns it resumes from the spool and gets a repair
@@ -374,25 +431,10 @@ func TestWrongCA(t *testing.T) {
 func TestTwoReplicas(t *testing.T) {
 	requireBPF(t)
 	p := newPair(t)
-	makeCerts(t, p.certs, "replica2")
-	p2 := *p
-	p2.dst, p2.rstate, p2.listen, p2.rmetric = p.dst+"2", p.rstate+"2", freeAddr(t), freeAddr(t)
+	p2 := p.second()
 	r1 := p.replica()
-	r2 := startAgent(t, append([]string{"replica", "--listen", p2.listen, "--root", p2.dst, "--state", p2.rstate,
-		"--metrics", p2.rmetric}, tlsArgs(p.certs, "replica2")...)...)
-	cfg := filepath.Join(t.TempDir(), "master.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`name: master
-tls: {ca: %[1]s/ca.crt, cert: %[1]s/master.crt, key: %[1]s/master.key}
-metrics: %[2]s
-scenarios:
-  - id: default
-    source: %[3]s
-    state: %[4]s
-    compress: false
-    replicas:
-      - {addr: "%[5]s", name: replica}
-      - {addr: "%[6]s", name: replica2}
-`, p.certs, p.mmetric, p.src, p.mstate, p.listen, p2.listen))
+	r2 := p2.replica2()
+	cfg := p.twoReplicaConfig(p2)
 	m := startAgent(t, "master", "--config", cfg)
 	done := p.workload(15, 1500)
 	waitFor(t, p.rmetric, "replica 1 to apply in a session", func(r *monitor.Report) bool {
@@ -415,6 +457,42 @@ scenarios:
 	r2.stop(t)
 	p.compare()
 	treecmp.AssertEqual(t, p.src, p2.dst, treecmp.Options{Owners: true})
+}
+
+// second is a second replica of p's master, with its own tree, state and
+// addresses, and certificate "replica2".
+func (p *pair) second() *pair {
+	p.t.Helper()
+	makeCerts(p.t, p.certs, "replica2")
+	p2 := *p
+	p2.dst, p2.rstate, p2.listen, p2.rmetric = p.dst+"2", p.rstate+"2", freeAddr(p.t), freeAddr(p.t)
+	return &p2
+}
+
+func (p *pair) replica2() *agent {
+	p.t.Helper()
+	return startAgent(p.t, append([]string{"replica", "--listen", p.listen, "--root", p.dst, "--state", p.rstate,
+		"--metrics", p.rmetric}, tlsArgs(p.certs, "replica2")...)...)
+}
+
+// twoReplicaConfig writes a master's YAML scenario file replicating p.src
+// to p's replica and p2's.
+func (p *pair) twoReplicaConfig(p2 *pair) string {
+	p.t.Helper()
+	cfg := filepath.Join(p.t.TempDir(), "master.yaml")
+	writeFile(p.t, cfg, fmt.Sprintf(`name: master
+tls: {ca: %[1]s/ca.crt, cert: %[1]s/master.crt, key: %[1]s/master.key}
+metrics: %[2]s
+scenarios:
+  - id: default
+    source: %[3]s
+    state: %[4]s
+    compress: false
+    replicas:
+      - {addr: "%[5]s", name: replica}
+      - {addr: "%[6]s", name: replica2}
+`, p.certs, p.mmetric, p.src, p.mstate, p.listen, p2.listen))
+	return cfg
 }
 
 // TestTwoMasters: two masters, each protecting its own tree, replicate

@@ -55,10 +55,12 @@ type Config struct {
 	// changes it had not yet read from the kernel when it died are older
 	// than its last record.
 	ResumeSlack time.Duration
-	// ResumeWait bounds how long a restarted master waits for its replica
-	// to connect and say what it holds of the files its repair would send
-	// whole (default 10 s); past it, they go whole. Capture is held
-	// meanwhile, and its kernel losses are repaired after.
+	// ResumeWait bounds how long a restarted master waits for its replicas
+	// to connect and say what they hold of the files its repair would send
+	// whole (default 10 s): the repair goes against what those that did
+	// all hold, and one that connects later starts over from a copy
+	// against what it holds. Capture is held meanwhile, and its kernel
+	// losses are repaired after.
 	ResumeWait time.Duration
 	// BlockSize is the block of the comparison with what a replica that
 	// cannot resume holds (resync.DefaultBlockSize when 0).
@@ -172,12 +174,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if prior != nil {
 		m.prior = prior.resumable
 		cc.Resume = &capture.Resume{Changes: prior.changes, Since: prior.last.Add(-cfg.ResumeSlack), Dirs: prior.dirs}
-		if len(cfg.Replicas) == 1 {
-			// With one replica, its manifest is what the repair is sent
-			// over; another replica could hold other bytes.
-			m.q.ask = newHeldAsk()
-			cc.Resume.Held = m.resumeHeld
-		}
+		m.q.ask = newHeldAsk(len(cfg.Replicas))
+		cc.Resume.Held = m.resumeHeld
 		m.log.Info("found an earlier master's activity record: its replicas are repaired, not rebuilt",
 			"epochs", len(prior.resumable), "paths", prior.changes.Len(), "last_recorded", prior.last)
 	}
@@ -189,8 +187,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer m.source.Close()
-	for _, r := range cfg.Replicas {
-		f, err := m.newFeed(r)
+	for i, r := range cfg.Replicas {
+		f, err := m.newFeed(i, r)
 		if err != nil {
 			return err
 		}
@@ -334,12 +332,12 @@ func (m *Master) drain(stopBy time.Time) {
 	}
 }
 
-func (m *Master) newFeed(r Replica) (*feed, error) {
+func (m *Master) newFeed(id int, r Replica) (*feed, error) {
 	tc, err := m.cfg.TLS(r.Name)
 	if err != nil {
 		return nil, err
 	}
-	f := &feed{m: m, r: r, moved: make(chan struct{})}
+	f := &feed{m: m, id: id, r: r, moved: make(chan struct{})}
 	sc := m.cfg.Stream
 	sc.Addr, sc.TLS, sc.Feed, sc.Logger = r.Addr, tc, f, m.log
 	sc.Hello = stream.Hello{
@@ -421,6 +419,7 @@ func (m *Master) evict() uint64 {
 // feed is one replica's view of the master.
 type feed struct {
 	m      *Master
+	id     int // its place in Config.Replicas
 	r      Replica
 	sender *stream.Sender
 
@@ -442,10 +441,10 @@ func (f *feed) Start(ctx context.Context, w *stream.Welcome, p stream.Peer) (str
 		err  error
 	)
 	if req != nil && !req.verify {
-		from, how, err = f.m.q.startCopy(ctx, w.Epoch, w.Durable, p)
+		from, how, err = f.m.q.startCopy(ctx, f.id, w.Epoch, w.Durable, p)
 		req.done <- requestResult{From: from, err: err}
 	} else {
-		from, how, err = f.m.q.start(ctx, w.Epoch, w.Durable, holds(w), p)
+		from, how, err = f.m.q.start(ctx, f.id, w.Epoch, w.Durable, holds(w), p)
 	}
 	if req != nil && req.verify {
 		res := requestResult{err: err}

@@ -32,8 +32,8 @@ type queue struct {
 	// full asks capture for a full copy of the tree against base (nil: as
 	// to an empty replica).
 	full func(base *resync.Manifest)
-	// ask, after a restart with one replica, waits for that replica's
-	// manifest of what the repair of the earlier master's changes sends.
+	// ask, after a restart, waits for the replicas' manifests of what the
+	// repair of the earlier master's changes sends whole.
 	ask *heldAsk
 
 	mu        sync.Mutex
@@ -318,8 +318,8 @@ const (
 // replica starts at a full copy (one the spool holds, or a new one); one
 // with data keeps it and gets a full copy made against its manifest, which
 // sends only what differs. A replica that resumes while changes were
-// dropped gets their repair after the spool.
-func (q *queue) start(ctx context.Context, epoch, durable, holds uint64, peer stream.Peer) (uint64, startHow, error) {
+// dropped gets their repair after the spool. id is the replica's feed.
+func (q *queue) start(ctx context.Context, id int, epoch, durable, holds uint64, peer stream.Peer) (uint64, startHow, error) {
 	q.mu.Lock()
 	if epoch == q.m.epoch && q.holds(durable+1) {
 		paths := q.wholePaths()
@@ -346,23 +346,48 @@ func (q *queue) start(ctx context.Context, epoch, durable, holds uint64, peer st
 		q.mu.Unlock()
 		return durable + 1, startResume, nil
 	}
-	if base, ok := q.m.prior[epoch]; ok && epoch != q.m.epoch && durable >= base && q.changes == nil && q.holds(1) {
+	if q.repairable(epoch, durable) {
+		q.mu.Unlock()
+		takes := true
+		if q.ask != nil {
+			var err error
+			if takes, err = q.describe(ctx, q.ask, id, peer); err != nil {
+				return 0, startRepair, err
+			}
+		}
+		q.mu.Lock()
+		if !takes || !q.repairable(epoch, durable) {
+			q.mu.Unlock()
+			q.m.log.Info("replica of an earlier master the repair was not made against: it starts over from a copy against what it holds",
+				"replica_epoch", epoch, "replica_durable", durable)
+			return q.startCopy(ctx, id, epoch, durable, peer)
+		}
 		q.resumes++
 		q.mu.Unlock()
 		q.m.log.Info("replica of an earlier master: it keeps its data and gets the repair of what changed since",
 			"replica_epoch", epoch, "replica_durable", durable)
-		if q.ask != nil {
-			q.describe(ctx, q.ask, peer)
-		}
 		return 1, startRepair, nil
 	}
 	q.mu.Unlock()
-	return q.startCopy(ctx, epoch, durable, peer)
+	return q.startCopy(ctx, id, epoch, durable, peer)
 }
 
-// startCopy starts a replica over from a full copy: against its manifest
-// when it holds anything, else one the spool holds or a new one.
-func (q *queue) startCopy(ctx context.Context, epoch, durable uint64, peer stream.Peer) (uint64, startHow, error) {
+// repairable reports whether a replica at epoch with durable can take the
+// repair of an earlier master's changes from the stream's start; q.mu is
+// held.
+func (q *queue) repairable(epoch, durable uint64) bool {
+	base, ok := q.m.prior[epoch]
+	return ok && epoch != q.m.epoch && durable >= base && q.changes == nil && q.holds(1)
+}
+
+// startCopy starts feed id's replica over from a full copy: against its
+// manifest when it holds anything, else one the spool holds or a new one.
+func (q *queue) startCopy(ctx context.Context, id int, epoch, durable uint64, peer stream.Peer) (uint64, startHow, error) {
+	if q.ask != nil {
+		// Capture makes the copy after the repair it may be waiting to
+		// know this replica's part in.
+		q.ask.pass(id)
+	}
 	m, err := manifestOf(ctx, peer, q.m.cfg.BlockSize)
 	if err != nil {
 		return 0, startRebuild, err

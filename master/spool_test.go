@@ -58,6 +58,8 @@ func TestQueueStart(t *testing.T) {
 		overflow bool
 		durable  uint64
 		holds    *resync.Manifest // the replica's manifest
+		prior    bool             // epoch 4 is an earlier master's this one repairs
+		others   bool             // its repair was made against another replica's manifest alone
 		wantFrom uint64
 		wantHow  startHow
 	}{
@@ -65,6 +67,11 @@ func TestQueueStart(t *testing.T) {
 		{name: "caught up, full copy after dropped changes", overflow: true, durable: 3, wantFrom: 5, wantHow: startRebuild},
 		{name: "another epoch, holding nothing: the full copy held", epoch: 4, durable: 3, wantFrom: 6, wantHow: startRebuild},
 		{name: "another epoch, holding files: a copy against them", epoch: 4, durable: 3, wantFrom: 8, wantHow: startDiff,
+			holds: &resync.Manifest{BlockSize: resync.DefaultBlockSize, Entries: []resync.Entry{{Path: "f", Kind: resync.KindFile, Size: 1, Nlink: 1}},
+				Hashes: [][]resync.Hash{{{1}}}}},
+		{name: "an earlier master's replica: the repair from the start", epoch: 4, durable: 3, prior: true, wantFrom: 1, wantHow: startRepair},
+		{name: "an earlier master's replica the repair was not made against: a copy against what it holds", epoch: 4, durable: 3,
+			prior: true, others: true, wantFrom: 8, wantHow: startDiff,
 			holds: &resync.Manifest{BlockSize: resync.DefaultBlockSize, Entries: []resync.Entry{{Path: "f", Kind: resync.KindFile, Size: 1, Nlink: 1}},
 				Hashes: [][]resync.Hash{{{1}}}}},
 	}
@@ -90,6 +97,15 @@ func TestQueueStart(t *testing.T) {
 				asked = base
 				go q.RebuildAt(q.spool.Last()+1, base)
 			}
+			if tt.prior {
+				q.m.prior = map[uint64]uint64{4: 3}
+				q.ask = newHeldAsk(2)
+				close(q.ask.posted)
+				if tt.others {
+					q.ask.used = map[int]bool{1: true}
+				}
+				close(q.ask.decided)
+			}
 			epoch := q.m.epoch
 			if tt.epoch != 0 {
 				epoch = tt.epoch
@@ -98,7 +114,7 @@ func TestQueueStart(t *testing.T) {
 			if holds == nil {
 				holds = &resync.Manifest{BlockSize: resync.DefaultBlockSize}
 			}
-			from, how, err := q.start(context.Background(), epoch, tt.durable, tt.durable, holder{holds})
+			from, how, err := q.start(context.Background(), 0, epoch, tt.durable, tt.durable, holder{holds})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +177,7 @@ func TestQueueFullCopiesTakeTurns(t *testing.T) {
 	results := make(chan result, 2)
 	for _, m := range []*resync.Manifest{{BlockSize: resync.DefaultBlockSize}, holds} {
 		go func() {
-			_, how, err := q.start(ctx, 4, 3, 3, holder{m})
+			_, how, err := q.start(ctx, 0, 4, 3, 3, holder{m})
 			results <- result{how, err}
 		}()
 	}

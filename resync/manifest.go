@@ -209,3 +209,53 @@ func (m *Manifest) Lookup(rel string) (*Entry, []Hash) {
 
 // HashOf is the hash one block of the given bytes has in a manifest.
 func HashOf(b []byte) Hash { return hashBlock(b) }
+
+// Unknown stands, in a manifest Common makes, for a block its sides do not
+// agree on: a comparison with it never finds the block held. (A real block
+// hashing to it is only sent again.)
+var Unknown Hash
+
+// Holds reports whether a block with hash h is the one the manifest's hash
+// want says a side holds.
+func Holds(want, h Hash) bool { return want == h && want != Unknown }
+
+// Common is what every one of ms holds (all made with one block size): the
+// entries all have at a path with the same kind (and symlink target), and
+// of a file the blocks as far as the shortest copy reaches, Unknown where
+// the copies differ. A file with another name on any side has Nlink above
+// 1. Common of one manifest is that manifest.
+func Common(ms ...*Manifest) (*Manifest, error) {
+	if len(ms) == 0 {
+		return nil, errors.New("resync: common of no manifests")
+	}
+	if len(ms) == 1 {
+		return ms[0], nil
+	}
+	out := &Manifest{BlockSize: ms[0].BlockSize}
+	for _, o := range ms[1:] {
+		if o.BlockSize != out.BlockSize {
+			return nil, fmt.Errorf("resync: common of manifests with block sizes %d and %d", out.BlockSize, o.BlockSize)
+		}
+	}
+next:
+	for i, e := range ms[0].Entries {
+		hs := slices.Clone(ms[0].Hashes[i])
+		for _, o := range ms[1:] {
+			oe, ohs := o.Lookup(e.Path)
+			if oe == nil || oe.Kind != e.Kind || oe.Target != e.Target {
+				continue next
+			}
+			e.Nlink = max(e.Nlink, oe.Nlink)
+			e.Size = min(e.Size, oe.Size)
+			hs = hs[:min(len(hs), len(ohs))]
+			for k := range hs {
+				if hs[k] != ohs[k] {
+					hs[k] = Unknown
+				}
+			}
+		}
+		out.Entries = append(out.Entries, e)
+		out.Hashes = append(out.Hashes, hs)
+	}
+	return out, nil
+}

@@ -122,3 +122,87 @@ func FuzzReadManifest(f *testing.F) {
 		}
 	})
 }
+
+func TestCommon(t *testing.T) {
+	h := func(b byte) Hash { return hashBlock([]byte{b}) }
+	type ent struct {
+		e  Entry
+		hs []Hash
+	}
+	file := func(path string, nlink uint32, hs ...Hash) ent {
+		return ent{Entry{Path: path, Kind: KindFile, Size: int64(len(hs)) * 4096, Nlink: nlink}, hs}
+	}
+	man := func(es ...ent) *Manifest {
+		m := &Manifest{BlockSize: 4096}
+		for _, e := range es {
+			m.Entries = append(m.Entries, e.e)
+			m.Hashes = append(m.Hashes, e.hs)
+		}
+		return m
+	}
+	link := ent{e: Entry{Path: "l", Kind: KindSymlink, Target: "x", Nlink: 1}}
+	tests := []struct {
+		name string
+		ms   []*Manifest
+		want *Manifest
+	}{
+		{
+			name: "agreeing blocks stay, differing ones are unknown",
+			ms: []*Manifest{
+				man(file("a", 1, h(1), h(2), h(3))),
+				man(file("a", 1, h(1), h(9), h(3))),
+			},
+			want: man(file("a", 1, h(1), Unknown, h(3))),
+		},
+		{
+			name: "the shortest copy bounds the blocks",
+			ms: []*Manifest{
+				man(file("a", 1, h(1), h(2), h(3))),
+				man(file("a", 1, h(1), h(2))),
+			},
+			want: man(file("a", 1, h(1), h(2))),
+		},
+		{
+			name: "a path one side lacks or holds as another kind goes",
+			ms: []*Manifest{
+				man(file("a", 1, h(1)), file("b", 1, h(2)), link),
+				man(ent{e: Entry{Path: "a", Kind: KindDir}}, link),
+				man(file("a", 1, h(1)), file("b", 1, h(2)), link),
+			},
+			want: man(link),
+		},
+		{
+			name: "another name on one side shows",
+			ms: []*Manifest{
+				man(file("a", 1, h(1))),
+				man(file("a", 2, h(1))),
+			},
+			want: man(file("a", 2, h(1))),
+		},
+		{
+			name: "symlinks to different targets go",
+			ms: []*Manifest{
+				man(link),
+				man(ent{e: Entry{Path: "l", Kind: KindSymlink, Target: "y", Nlink: 1}}),
+			},
+			want: man(),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Common(tt.ms...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.Entries, tt.want.Entries) || !reflect.DeepEqual(got.Hashes, tt.want.Hashes) {
+				t.Errorf("Common = %+v %v\nwant %+v %v", got.Entries, got.Hashes, tt.want.Entries, tt.want.Hashes)
+			}
+		})
+	}
+	if _, err := Common(&Manifest{BlockSize: 4096}, &Manifest{BlockSize: 8192}); err == nil {
+		t.Error("Common of manifests with different block sizes: no error")
+	}
+	if Holds(Unknown, Unknown) {
+		t.Error("Holds(Unknown, Unknown): a block nobody agrees on counts as held")
+	}
+}
