@@ -675,12 +675,27 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 	rep := p.replica()
 	m := p.master()
 	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool { return applied(r) > 0 })
+	// Requests go to the control socket, which only root may use, and
+	// never to the metrics address, which scrapers reach.
+	if fi, err := os.Stat(filepath.Join(p.mstate, "control.sock")); err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Errorf("control socket: %v %v, want a socket of mode 0600", fi, err)
+	}
+	for _, action := range []string{"resync", "verify"} {
+		resp, err := http.Post("http://"+p.mmetric+"/"+action, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("POST /%s on the metrics address: %s, want it refused", action, resp.Status)
+		}
+	}
 	done := p.workload(16, 1500)
 	waitFor(t, p.mmetric, "the workload to be under way", func(r *monitor.Report) bool { return r.Scenarios[0].Captured >= 1000 })
 	// While writes go on, capture puts some changes right a little later
 	// than it numbers others (races, names to reconcile): verify may name
 	// such an entry, which the verify after the workload must not.
-	out, err := exec.Command(binary, "verify", "--master", p.mmetric, "--at", "1000").CombinedOutput()
+	out, err := exec.Command(binary, "verify", "--master", p.mstate, "--at", "1000").CombinedOutput()
 	var ee *exec.ExitError
 	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) || !strings.Contains(string(out), "bytes compared at seq") {
 		t.Fatalf("verify while the workload ran: %v\n%s", err, out)
@@ -692,7 +707,7 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 	// Once the replica has everything, nothing rewrites its copy of
 	// "before" (the workload never touches it) but a repair.
 	captured := status(t, p.mmetric).Scenarios[0].Captured
-	out, err = exec.Command(binary, "verify", "--master", p.mmetric, "--at", fmt.Sprint(captured)).CombinedOutput()
+	out, err = exec.Command(binary, "verify", "--master", p.mstate, "--at", fmt.Sprint(captured)).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "identical") || strings.Contains(string(out), " 0 bytes compared") {
 		t.Fatalf("verify at #%d, all the workload made: %v\n%s", captured, err, out)
 	}
@@ -709,17 +724,17 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 	}
 	f.WriteAt([]byte("X"), 3)
 	f.Close()
-	out, err = exec.Command(binary, "verify", "--master", p.mmetric, "--replica", "replica").CombinedOutput()
+	out, err = exec.Command(binary, "verify", "--master", p.mstate, "--replica", "replica").CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "before: content at [0, 16)") {
 		t.Fatalf("verify after a flipped byte: %v, want exit 1 naming the block:\n%s", err, out)
 	}
 
-	out, err = exec.Command(binary, "sync", "--master", p.mmetric).CombinedOutput()
+	out, err = exec.Command(binary, "sync", "--master", filepath.Join(p.mstate, "control.sock")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("resync on demand: %v\n%s", err, out)
 	}
 	// It returns once the replica applied the copy.
-	out, err = exec.Command(binary, "verify", "--master", p.mmetric).CombinedOutput()
+	out, err = exec.Command(binary, "verify", "--master", p.mstate).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "identical") || !strings.Contains(string(out), " 0 changed since") {
 		t.Fatalf("verify after the resync: %v\n%s", err, out)
 	}

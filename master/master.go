@@ -197,11 +197,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(&collector{m: m})
-		addr, err := monitor.Serve(ctx, cfg.Metrics, reg, m.report, m.log, m.actions())
+		addr, err := monitor.Serve(ctx, cfg.Metrics, reg, m.report, m.log)
 		if err != nil {
 			return err
 		}
 		m.log.Info("metrics and status", "addr", addr.String())
+	}
+	// Replication goes on without it: only the operator's requests need it.
+	sock := filepath.Join(cfg.State, monitor.ControlSocket)
+	if err := monitor.ServeControl(ctx, sock, m.actions(), m.log); err != nil {
+		m.log.Warn("no control socket: writecap sync and verify --master cannot reach this scenario", "err", err)
+	} else {
+		m.log.Info("control socket", "path", sock)
 	}
 	if cfg.Ready != nil {
 		cfg.Ready()

@@ -32,7 +32,7 @@ type requestResult struct {
 // change made while the master hashed its tree.
 const markWait = 10 * time.Second
 
-// actions are the operator's requests the monitor address serves.
+// actions are the operator's requests the control socket serves.
 func (m *Master) actions() map[string]monitor.Action {
 	return map[string]monitor.Action{
 		"resync": func(ctx context.Context, q url.Values) (any, error) { return m.request(ctx, q.Get("replica"), false) },

@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			}
 			return r
 		}
-		addr, err := monitor.Serve(ctx, cfg.Metrics, reg, report, log, nil)
+		addr, err := monitor.Serve(ctx, cfg.Metrics, reg, report, log)
 		if err != nil {
 			return err
 		}

@@ -32,7 +32,7 @@ func syncCmd() *cobra.Command {
 		pf            progressFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "sync (--source DIR --target DIR | --master ADDR [--replica NAME])",
+		Use:   "sync (--source DIR --target DIR | --master STATE [--replica NAME])",
 		Short: "Bring TARGET to SOURCE's state once, sending only what differs",
 		Long: `sync makes TARGET hold exactly what SOURCE holds: names, contents, modes,
 owners, modification times, symlinks and hard links; what only TARGET holds is
@@ -41,10 +41,11 @@ taken as equal (--trust); larger files are compared block by block by their
 hashes and only differing blocks are written. A sync that is interrupted
 resumes without redoing the files it completed.
 
-With --master, the running master at that monitor address resyncs a replica
-on demand: the replica sends its manifest and gets a full copy made against
-it, only what differs, while capture goes on; the command returns once the
-replica has applied the copy.`,
+With --master STATE (a running master scenario's state directory, or the
+control socket in it), that master resyncs a replica on demand: the replica
+sends its manifest and gets a full copy made against it, only what differs,
+while capture goes on; the command returns once the replica has applied the
+copy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if master != "" {
@@ -95,7 +96,7 @@ replica has applied the copy.`,
 	f := cmd.Flags()
 	f.StringVar(&src, "source", "", "directory to copy from")
 	f.StringVar(&dst, "target", "", "directory to bring to the source's state")
-	f.StringVar(&master, "master", "", "a running master's --metrics address: resync its replica")
+	f.StringVar(&master, "master", "", "a running master scenario's state directory or control socket: resync its replica")
 	f.StringVar(&rep, "replica", "", "the replica to resync, by address or identity (with --master; may be omitted when there is one)")
 	f.StringVar(&method, "method", "auto", "auto (blocks for large files), file (whole files) or block (blocks for every file)")
 	f.StringVar(&trust, "trust", "small", "when equal size and time mean equal content: small (files below the threshold), always, never")
@@ -135,7 +136,7 @@ func (pf *progressFlags) show(ctx context.Context, p *resync.Progress, what stri
 	if pf.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(p.Collector(what))
-		if _, err := monitor.Serve(ctx, pf.metrics, reg, func() monitor.Report { return monitor.Report{} }, slog.Default(), nil); err != nil {
+		if _, err := monitor.Serve(ctx, pf.metrics, reg, func() monitor.Report { return monitor.Report{} }, slog.Default()); err != nil {
 			cancel()
 			return nil, err
 		}

@@ -28,16 +28,17 @@ func verifyCmd() *cobra.Command {
 		pf          progressFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "verify (--source DIR --target DIR | --master ADDR [--replica NAME])",
+		Use:   "verify (--source DIR --target DIR | --master STATE [--replica NAME])",
 		Short: "Compare TARGET with SOURCE block by block and report what differs",
 		Long: `verify compares names, kinds, modes, owners, sizes, symlink targets, hard
 links and the hash of every block, prints each difference (files and block
 ranges) and exits 1 when anything differs.
 
-With --master, the running master at that monitor address compares its tree
-with a replica's while replication goes on: the replica applies what it holds
-and sends its block hashes (only hashes cross); what the master changed since
-is left out of the comparison and counted.`,
+With --master STATE (a running master scenario's state directory, or the
+control socket in it), that master compares its tree with a replica's while
+replication goes on: the replica applies what it holds and sends its block
+hashes (only hashes cross); what the master changed since is left out of the
+comparison and counted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,7 +70,7 @@ is left out of the comparison and counted.`,
 	f := cmd.Flags()
 	f.StringVar(&src, "source", "", "directory that holds the right data")
 	f.StringVar(&dst, "target", "", "directory to check against it")
-	f.StringVar(&master, "master", "", "a running master's --metrics address: verify its replica")
+	f.StringVar(&master, "master", "", "a running master scenario's state directory or control socket: verify its replica")
 	f.StringVar(&rep, "replica", "", "the replica to verify, by address or identity (with --master; may be omitted when there is one)")
 	f.Uint64Var(&at, "at", 0, "with --master: compare once the replica has applied this sequence number (at the seq it has applied then)")
 	f.Var(&block, "block-size", "block size of the comparison")
