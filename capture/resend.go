@@ -157,9 +157,8 @@ func (p *processor) contentRepair(n *node, pc journal.PathChange) func() {
 func (p *processor) sentWhole(ch *journal.Changes) []string {
 	var paths []string
 	ch.Each(func(rel string, pc journal.PathChange) {
-		whole := pc.What&journal.ChangedEntry != 0 || pc.What&journal.ChangedContent != 0 && pc.Ranges == nil
 		var st unix.Stat_t
-		if rel != "" && whole && pc.What&journal.ChangedGone == 0 &&
+		if rel != "" && pc.Whole() && pc.What&journal.ChangedGone == 0 &&
 			unix.Lstat(p.abs(rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 			paths = append(paths, rel)
 		}

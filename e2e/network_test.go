@@ -747,33 +747,55 @@ func TestOnlineVerifyAndResync(t *testing.T) {
 }
 
 // TestSpoolOverflowBlocks: scattered writes to a large file while the spool
-// is over its limit are kept only as "this file changed"; when the replica
-// returns, the repair compares the file with the replica's copy (its
-// manifest of the files repaired whole) and sends only the blocks that
-// differ.
+// is over its limit, in place or to a copy renamed over it, are kept only as
+// "this file changed"; when the replica returns, the repair compares the
+// file with the replica's copy (its manifest of the files repaired whole)
+// and sends only the blocks that differ.
 func TestSpoolOverflowBlocks(t *testing.T) {
 	requireBPF(t)
-	p := newPair(t, "--spool-max", "16MiB", "--spool-memory", "4MiB")
-	const size = 64 << 20
-	writeStale(t, filepath.Join(p.src, "db"), filepath.Join(p.outside, "db"), 5, size)
-	rep := p.replica()
-	m := p.master()
-	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool {
-		fi, err := os.Stat(filepath.Join(p.dst, "db"))
-		return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
-	})
-	rep.stop(t)
-	// Overflow the spool, then scatter writes over db: they are dropped.
-	writeStale(t, filepath.Join(p.src, "fill"), filepath.Join(p.outside, "fill"), 6, 32<<20) // random: lz4 cannot shrink it
-	waitFor(t, p.mmetric, "the spool to overflow", func(*monitor.Report) bool {
-		return metric(t, p.mmetric, "writecap_master_spool_overflows_total") >= 1
-	})
-	scatter(t, filepath.Join(p.src, "db"), size)
-	rep = p.replica()
-	m.stop(t)
-	rep.stop(t)
-	p.compare()
-	assertRepairedBlocks(t, m, size)
+	tests := []struct {
+		name   string
+		change func(t *testing.T, db string, size int64)
+	}{
+		{name: "in place", change: scatter},
+		{name: "replaced by a rename", change: func(t *testing.T, db string, size int64) {
+			b, err := os.ReadFile(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, db+".tmp", string(b))
+			scatter(t, db+".tmp", size)
+			if err := os.Rename(db+".tmp", db); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newPair(t, "--spool-max", "16MiB", "--spool-memory", "4MiB")
+			const size = 64 << 20
+			db := filepath.Join(p.src, "db")
+			writeStale(t, db, filepath.Join(p.outside, "db"), 5, size)
+			rep := p.replica()
+			m := p.master()
+			waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool {
+				fi, err := os.Stat(filepath.Join(p.dst, "db"))
+				return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
+			})
+			rep.stop(t)
+			// Overflow the spool, then change db: the changes are dropped.
+			writeStale(t, filepath.Join(p.src, "fill"), filepath.Join(p.outside, "fill"), 6, 32<<20) // random: lz4 cannot shrink it
+			waitFor(t, p.mmetric, "the spool to overflow", func(*monitor.Report) bool {
+				return metric(t, p.mmetric, "writecap_master_spool_overflows_total") >= 1
+			})
+			tt.change(t, db, size)
+			rep = p.replica()
+			m.stop(t)
+			rep.stop(t)
+			p.compare()
+			assertRepairedBlocks(t, m, size)
+		})
+	}
 }
 
 // scatter makes 200 small writes spread over the file at path, of size

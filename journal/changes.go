@@ -55,6 +55,12 @@ type PathChange struct {
 	Ranges []Range `msgpack:"r,omitempty"` // with ChangedContent; nil: the whole file
 }
 
+// Whole reports whether a repair sends the entry at the path whole, rather
+// than ranges of it or nothing.
+func (pc PathChange) Whole() bool {
+	return pc.What&ChangedEntry != 0 || pc.What&ChangedContent != 0 && pc.Ranges == nil
+}
+
 // NewChanges returns an empty record of at most limit paths (0: no limit).
 // Past the limit it only remembers that everything may have changed.
 func NewChanges(limit int) *Changes {

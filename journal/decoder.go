@@ -23,7 +23,13 @@ const (
 // Its zero value is ready to use; it must not be copied after first use and
 // is not safe for concurrent use.
 type Decoder struct {
+	// Alias lets the records of an uncompressed batch point into the b
+	// given to Decode instead of into a copy the Decoder owns: b must then
+	// stay unchanged while they are used.
+	Alias bool
+
 	raw  []byte // the last batch's uncompressed payload; decoded Data aliases it
+	own  []byte // what the Decoder uncompresses or copies into
 	br   bytes.Reader
 	mp   *msgpack.Decoder
 	strs map[string]string // interned paths, so repeated paths do not allocate
@@ -45,7 +51,18 @@ func DecodeBatch(b []byte, recs []Record) (out []Record, n int, err error) {
 // error recs is returned as given, n is 0, and err wraps ErrCorrupt or
 // ErrTruncated with what was wrong and its byte offset.
 func (d *Decoder) Decode(b []byte, recs []Record) ([]Record, int, error) {
-	out, n, err := d.decode(b, recs)
+	return d.decodeAt(b, recs, true)
+}
+
+// DecodeChecked is Decode for a batch whose CRC was checked since it last
+// left this process's memory, as a Spool's Cursor checks what it returns:
+// the CRC is not computed again.
+func (d *Decoder) DecodeChecked(b []byte, recs []Record) ([]Record, int, error) {
+	return d.decodeAt(b, recs, false)
+}
+
+func (d *Decoder) decodeAt(b []byte, recs []Record, crc bool) ([]Record, int, error) {
+	out, n, err := d.decode(b, recs, crc)
 	if err != nil {
 		return recs, 0, fmt.Errorf("journal: batch at offset 0: %w", err)
 	}
@@ -54,7 +71,7 @@ func (d *Decoder) Decode(b []byte, recs []Record) ([]Record, int, error) {
 
 // decode does Decode's work with errors that do not yet say where the batch
 // starts, which only the caller knows.
-func (d *Decoder) decode(b []byte, recs []Record) ([]Record, int, error) {
+func (d *Decoder) decode(b []byte, recs []Record, crc bool) ([]Record, int, error) {
 	h, err := parseHeader(b)
 	if err != nil {
 		return recs, 0, err
@@ -63,8 +80,10 @@ func (d *Decoder) decode(b []byte, recs []Record) ([]Record, int, error) {
 		return recs, 0, truncatedf("payload has %d of %d bytes", len(b)-HeaderSize, h.payloadLen)
 	}
 	payload := b[HeaderSize:h.size()]
-	if sum := checksum(b, payload); sum != h.crc {
-		return recs, 0, corruptf("crc mismatch (stored %#08x, computed %#08x)", h.crc, sum)
+	if crc {
+		if sum := checksum(b, payload); sum != h.crc {
+			return recs, 0, corruptf("crc mismatch (stored %#08x, computed %#08x)", h.crc, sum)
+		}
 	}
 	if err := d.unpack(&h, payload); err != nil {
 		return recs, 0, err
@@ -76,10 +95,16 @@ func (d *Decoder) decode(b []byte, recs []Record) ([]Record, int, error) {
 	return out, h.size(), nil
 }
 
-// unpack leaves the uncompressed payload in d.raw. An uncompressed payload is
-// copied too, so that decoded Data never aliases the caller's b.
+// unpack leaves the uncompressed payload in d.raw. Unless d.Alias is set an
+// uncompressed payload is copied too, so that decoded Data never aliases the
+// caller's b.
 func (d *Decoder) unpack(h *header, payload []byte) error {
-	d.raw = slices.Grow(d.raw[:0], int(h.rawLen))[:h.rawLen]
+	if h.flags&flagLZ4 == 0 && d.Alias {
+		d.raw = payload
+		return nil
+	}
+	d.own = slices.Grow(d.own[:0], int(h.rawLen))[:h.rawLen]
+	d.raw = d.own
 	if h.flags&flagLZ4 == 0 {
 		copy(d.raw, payload)
 		return nil

@@ -217,6 +217,65 @@ func TestDecodedDataOwnership(t *testing.T) {
 	}
 }
 
+// TestDecoderAlias: with Alias, an uncompressed batch's records point into
+// the caller's bytes, and a compressed batch decoded after it does not
+// write over them; without it, nothing points into them.
+func TestDecoderAlias(t *testing.T) {
+	tests := []struct {
+		name      string
+		alias     bool
+		compress  bool
+		wantAlias bool
+	}{
+		{name: "uncompressed, alias", alias: true, wantAlias: true},
+		{name: "compressed, alias", alias: true, compress: true},
+		{name: "uncompressed", alias: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := journal.Decoder{Alias: tt.alias}
+			want := writes(1, 4)
+			b := encode(t, tt.compress, want)
+			orig := slices.Clone(b)
+			recs, _, err := d.Decode(b, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			equalRecords(t, recs, want)
+			if _, _, err := d.Decode(encode(t, true, writes(5, 4)), nil); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(b, orig) {
+				t.Fatal("decoding a later batch changed the bytes of an earlier one")
+			}
+			recs[0].Data[0] ^= 0xff
+			if aliased := !bytes.Equal(b, orig); aliased != tt.wantAlias {
+				t.Errorf("records point into the batch's bytes: %v, want %v", aliased, tt.wantAlias)
+			}
+		})
+	}
+}
+
+// TestDecodeChecked: DecodeChecked leaves the CRC to its caller and checks
+// everything else.
+func TestDecodeChecked(t *testing.T) {
+	want := allOps(1)
+	b := encode(t, false, want)
+	b[offCRC] ^= 0xff
+	var d journal.Decoder
+	if _, _, err := d.Decode(b, nil); !journal.IsCorrupt(err) {
+		t.Fatalf("Decode of a batch with a bad CRC: %v, want corrupt", err)
+	}
+	recs, n, err := d.DecodeChecked(b, nil)
+	if err != nil || n != len(b) {
+		t.Fatalf("DecodeChecked of a batch its caller checked: n=%d %v", n, err)
+	}
+	equalRecords(t, recs, want)
+	if _, _, err := d.DecodeChecked(b[:len(b)-1], nil); !journal.IsTruncated(err) {
+		t.Errorf("DecodeChecked of a cut batch: %v, want truncated", err)
+	}
+}
+
 func TestDecoderReuse(t *testing.T) {
 	var d journal.Decoder
 	batches := [][]journal.Record{allOps(1), writes(15, 20), allOps(35)[:2]}

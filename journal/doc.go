@@ -32,7 +32,10 @@
 // The CRC is CRC-32C (Castagnoli) computed over bytes 0 to 27 of the header
 // followed by the payload as stored (compressed or not): everything in the
 // batch except the CRC field itself. It is checked before the payload is
-// decompressed or parsed.
+// decompressed or parsed, once each time a batch comes into the process or
+// back from disk: DecodeChecked and Spool.AppendChecked are for a batch
+// checked (or made by an Encoder) since, as the batches a Spool's Cursor
+// returns are.
 //
 // Flag bit 0 says the payload is one lz4 block (the block format, not the
 // lz4 frame format). An Encoder with Compress set still stores a batch

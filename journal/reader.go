@@ -67,7 +67,7 @@ func (r *Reader) next(recs []Record) ([]Record, int, error) {
 	if err := r.fill(h.size()); err != nil {
 		return recs, 0, err
 	}
-	return r.dec.decode(r.buf, recs)
+	return r.dec.decode(r.buf, recs, true)
 }
 
 // fill reads until r.buf holds size bytes. It grows the buffer no faster than

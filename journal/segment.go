@@ -136,6 +136,18 @@ func (g *segment) unlink() error {
 // verifyBatch checks that b is exactly one batch with a good header and CRC,
 // without decoding its records.
 func verifyBatch(b []byte) (header, error) {
+	h, err := batchHeader(b)
+	if err != nil {
+		return h, err
+	}
+	if sum := checksum(b, b[HeaderSize:]); sum != h.crc {
+		return h, corruptf("crc mismatch (stored %#08x, computed %#08x)", h.crc, sum)
+	}
+	return h, nil
+}
+
+// batchHeader is verifyBatch without the CRC.
+func batchHeader(b []byte) (header, error) {
 	h, err := parseHeader(b)
 	switch {
 	case err != nil:
@@ -144,9 +156,6 @@ func verifyBatch(b []byte) (header, error) {
 		return h, truncatedf("payload has %d of %d bytes", len(b)-HeaderSize, h.payloadLen)
 	case len(b) > h.size():
 		return h, corruptf("%d bytes after the batch's %d", len(b)-h.size(), h.size())
-	}
-	if sum := checksum(b, b[HeaderSize:]); sum != h.crc {
-		return h, corruptf("crc mismatch (stored %#08x, computed %#08x)", h.crc, sum)
 	}
 	return h, nil
 }

@@ -155,8 +155,15 @@ func OpenSpool(opts SpoolOptions) (*Spool, error) {
 // appended (or Reset); otherwise the error wraps ErrInvalid. The spool may
 // keep a reference to b in memory: callers must not reuse b. The error wraps
 // ErrSpoolFull when a limit would be crossed; then nothing is added.
-func (s *Spool) Append(b []byte) error {
-	h, err := verifyBatch(b)
+func (s *Spool) Append(b []byte) error { return s.append(b, verifyBatch) }
+
+// AppendChecked is Append for a batch whose CRC the caller made or has just
+// checked (an Encoder's batch, one a Decoder accepted): its header is
+// checked, its CRC not computed again.
+func (s *Spool) AppendChecked(b []byte) error { return s.append(b, batchHeader) }
+
+func (s *Spool) append(b []byte, check func([]byte) (header, error)) error {
+	h, err := check(b)
 	if err != nil {
 		return fmt.Errorf("journal: spool: append: not one batch: %v: %w", err, ErrInvalid)
 	}

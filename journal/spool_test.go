@@ -531,25 +531,39 @@ func TestSpoolAppendRejects(t *testing.T) {
 		name  string
 		batch []byte
 		msg   string
+		crc   bool // only Append finds it: AppendChecked leaves the CRC to its caller
 	}{
 		{name: "empty", batch: nil, msg: "header has 0 of 32 bytes"},
 		{name: "garbage", batch: []byte("not a batch at all, but long enough to hold a header"), msg: "bad magic"},
 		{name: "cut short", batch: b[1][:len(b[1])-1], msg: "payload has"},
 		{name: "two batches", batch: slices.Concat(b[1], b[2]), msg: "bytes after the batch"},
-		{name: "bad crc", batch: flipped, msg: "crc mismatch"},
+		{name: "bad crc", batch: flipped, msg: "crc mismatch", crc: true},
 		{name: "seq gap", batch: b[2], msg: "batch starts at seq 5, want 3"},
 		{name: "seq repeated", batch: b[0], msg: "batch starts at seq 1, want 3"},
 	}
+	appends := []struct {
+		name    string
+		append  func(*journal.Spool, []byte) error
+		checked bool
+	}{
+		{"Append", (*journal.Spool).Append, false},
+		{"AppendChecked", (*journal.Spool).AppendChecked, true},
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := openSpool(t, journal.SpoolOptions{})
-			appendAll(t, s, b[:1])
-			err := s.Append(tt.batch)
-			if !errors.Is(err, journal.ErrInvalid) || !strings.Contains(err.Error(), tt.msg) {
-				t.Fatalf("Append: %v, want ErrInvalid saying %q", err, tt.msg)
+		for _, a := range appends {
+			if tt.crc && a.checked {
+				continue
 			}
-			wantContents(t, s, b[:1])
-		})
+			t.Run(tt.name+"/"+a.name, func(t *testing.T) {
+				s := openSpool(t, journal.SpoolOptions{})
+				appendAll(t, s, b[:1])
+				err := a.append(s, tt.batch)
+				if !errors.Is(err, journal.ErrInvalid) || !strings.Contains(err.Error(), tt.msg) {
+					t.Fatalf("%s: %v, want ErrInvalid saying %q", a.name, err, tt.msg)
+				}
+				wantContents(t, s, b[:1])
+			})
+		}
 	}
 	t.Run("seq 0", func(t *testing.T) {
 		s := openSpool(t, journal.SpoolOptions{})

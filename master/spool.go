@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -132,7 +135,7 @@ func (q *queue) Write(recs []journal.Record) error {
 	var waited time.Duration
 	evicted := false
 	for {
-		err := q.spool.Append(b)
+		err := q.spool.AppendChecked(b)
 		if err == nil {
 			break
 		}
@@ -260,7 +263,7 @@ func heldLen(h *heldFiles) int {
 	return len(h.m.Entries)
 }
 
-// wholePaths are the files the pending repair sends whole, when it is not
+// wholePaths are the entries the pending repair sends whole, when it is not
 // under way; q.mu is held.
 func (q *queue) wholePaths() []string {
 	if q.changes == nil || q.repairing || q.changes.Full() {
@@ -268,11 +271,21 @@ func (q *queue) wholePaths() []string {
 	}
 	var paths []string
 	q.changes.Each(func(rel string, pc journal.PathChange) {
-		if rel != "" && pc.What&journal.ChangedContent != 0 && pc.Ranges == nil {
+		// A file replaced (say, by a rename over it) is asked about too:
+		// what the replica held there is often most of it.
+		if rel != "" && pc.Whole() && pc.What&journal.ChangedGone == 0 {
 			paths = append(paths, rel)
 		}
 	})
 	return paths
+}
+
+// regularFiles keeps of paths those the master holds as regular files.
+func (q *queue) regularFiles(paths []string) []string {
+	return slices.DeleteFunc(paths, func(rel string) bool {
+		fi, err := os.Lstat(filepath.Join(q.m.cfg.Source, rel))
+		return err != nil || !fi.Mode().IsRegular()
+	})
 }
 
 // RebuildAt is called by capture before a full copy's first record.
@@ -324,7 +337,7 @@ func (q *queue) start(ctx context.Context, id int, epoch, durable, holds uint64,
 	if epoch == q.m.epoch && q.holds(durable+1) {
 		paths := q.wholePaths()
 		q.mu.Unlock()
-		if len(paths) > 0 {
+		if paths = q.regularFiles(paths); len(paths) > 0 {
 			// The repair of what the spool could not keep sends these files
 			// whole; what the replica holds of them spares their blocks.
 			m, err := manifestOfPaths(ctx, peer, q.m.cfg.BlockSize, paths)
@@ -464,7 +477,7 @@ func (q *queue) changedInSpool(ctx context.Context, from, to uint64) (*resync.Ch
 	cur := q.spool.Cursor(from + 1)
 	defer cur.Close()
 	var (
-		dec  journal.Decoder
+		dec  = journal.Decoder{Alias: true} // records are done with before the next batch
 		recs []journal.Record
 	)
 	for {
@@ -474,7 +487,7 @@ func (q *queue) changedInSpool(ctx context.Context, from, to uint64) (*resync.Ch
 		}
 		for off := 0; off < len(b); {
 			var n int
-			if recs, n, err = dec.Decode(b[off:], recs[:0]); err != nil {
+			if recs, n, err = dec.DecodeChecked(b[off:], recs[:0]); err != nil {
 				return nil, fmt.Errorf("master: records after #%d: %w", from, err)
 			}
 			off += n

@@ -117,7 +117,7 @@ func (e *encoder) Write(recs []journal.Record) error {
 func apply(app *replay.Applier, batches <-chan []byte, log *slog.Logger) error {
 	trace := log.Enabled(context.Background(), slog.LevelDebug)
 	var (
-		dec  journal.Decoder
+		dec  = journal.Decoder{Alias: true} // records are applied before the next batch
 		recs []journal.Record
 	)
 	for b := range batches {
@@ -126,7 +126,7 @@ func apply(app *replay.Applier, batches <-chan []byte, log *slog.Logger) error {
 				n   int
 				err error
 			)
-			recs, n, err = dec.Decode(b[off:], recs[:0])
+			recs, n, err = dec.DecodeChecked(b[off:], recs[:0])
 			if err != nil {
 				return fmt.Errorf("mirror: decode batch: %w", err)
 			}

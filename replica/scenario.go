@@ -105,7 +105,9 @@ func openScenario(sc Scenario, name string, log *slog.Logger) (*scenario, error)
 	}
 	s := &scenario{
 		cfg: sc, name: name, log: log, spool: sp, st: st,
-		enc:     journal.NewEncoder(journal.EncoderOptions{}),
+		enc: journal.NewEncoder(journal.EncoderOptions{}),
+		// Receive is done with a batch's records before it returns.
+		dec:     journal.Decoder{Alias: true},
 		changed: make(chan struct{}, 1), appended: make(chan struct{}, 1),
 		state: StateWaiting,
 	}
@@ -326,7 +328,7 @@ func (t *session) Receive(b []byte) error {
 	}
 	// The spool keeps no reference to b: with no memory tier every batch
 	// is written to a segment before Append returns.
-	if err := s.spool.Append(b); err != nil {
+	if err := s.spool.AppendChecked(b); err != nil {
 		s.setError(err)
 		return fmt.Errorf("replica: store batch #%d-#%d: %w", first, last, err)
 	}
@@ -469,7 +471,7 @@ func (s *scenario) applyFrom(ctx context.Context) error {
 	cur := s.spool.Cursor(s.applied.Load() + 1)
 	defer cur.Close()
 	var (
-		dec  journal.Decoder
+		dec  = journal.Decoder{Alias: true} // records are applied before the next batch
 		recs []journal.Record
 		next = time.Now().Add(checkpointEvery)
 	)
@@ -489,7 +491,7 @@ func (s *scenario) applyFrom(ctx context.Context) error {
 		case err != nil:
 			return err
 		}
-		if recs, _, err = dec.Decode(b, recs[:0]); err != nil {
+		if recs, _, err = dec.DecodeChecked(b, recs[:0]); err != nil {
 			return fmt.Errorf("replica: spool: %w", err)
 		}
 		for i := range recs {
