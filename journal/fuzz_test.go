@@ -47,9 +47,26 @@ func FuzzDecodeBatch(f *testing.F) {
 		// Mutations almost never keep the CRC right; resealing lets the
 		// fuzzer reach the header checks, lz4 and msgpack behind it.
 		if len(b) >= hdrSize {
-			checkDecode(t, reseal(slices.Clone(b)))
+			sealed := reseal(slices.Clone(b))
+			checkDecode(t, sealed)
+			checkDecodeChecked(t, sealed)
 		}
 	})
+}
+
+// checkDecodeChecked checks that, on a batch whose CRC is right, an aliasing
+// DecodeChecked agrees with DecodeBatch: the same records or the same error.
+func checkDecodeChecked(t *testing.T, b []byte) {
+	t.Helper()
+	want, wn, werr := journal.DecodeBatch(b, nil)
+	d := journal.Decoder{Alias: true}
+	got, n, err := d.DecodeChecked(b, nil)
+	if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() || n != wn {
+		t.Fatalf("DecodeChecked: n=%d %v; DecodeBatch: n=%d %v", n, err, wn, werr)
+	}
+	if err == nil {
+		equalRecords(t, got, want)
+	}
 }
 
 // checkDecode decodes b and, if that works, checks that the records
