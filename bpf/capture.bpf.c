@@ -1181,6 +1181,64 @@ struct {
 } uring_names SEC(".maps");
 
 /*
+ * Requests in flight that io_uring_complete would judge, by ring and
+ * user_data: a completion that finds the completion queue full is told by
+ * io_uring_cqe_overflow instead, which names only those. n counts the
+ * requests in flight under a key; req is the one request when n is 1 and
+ * no other shared the key since, else 0 and the overflow cannot be told
+ * apart. Requests whose success posts no completion (IOSQE_CQE_SKIP_SUCCESS)
+ * are never entered: nothing would take them out.
+ */
+struct uring_key {
+	__u64 ring;
+	__u64 user_data;
+};
+
+struct uring_flight {
+	__u64 req;
+	__u64 n;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct uring_key);
+	__type(value, struct uring_flight);
+} uring_inflight SEC(".maps");
+
+static __always_inline void uring_track(struct io_kiocb *req, __u64 key)
+{
+	struct uring_key k = { .ring = (__u64)req->ctx, .user_data = req->cqe.user_data };
+	struct uring_flight v = { .req = key, .n = 1 };
+
+	if (!bpf_map_update_elem(&uring_inflight, &k, &v, BPF_NOEXIST))
+		return;
+	struct uring_flight *f = bpf_map_lookup_elem(&uring_inflight, &k);
+	if (f) {
+		f->req = 0;
+		__sync_fetch_and_add(&f->n, 1);
+		return;
+	}
+	/* Not tracked: if it overflows, nobody can tell what it changed. */
+	count(CNT_URING_LOST);
+}
+
+/* The request at key left flight; it returns the request an overflow of
+ * it may be judged by, 0 if none can be. */
+static __always_inline __u64 uring_landed(__u64 ring, __u64 user_data)
+{
+	struct uring_key k = { .ring = ring, .user_data = user_data };
+	struct uring_flight *f = bpf_map_lookup_elem(&uring_inflight, &k);
+
+	if (!f)
+		return 0;
+	__u64 req = f->req;
+	if (__sync_fetch_and_add(&f->n, -1) == 1)
+		bpf_map_delete_elem(&uring_inflight, &k);
+	return req;
+}
+
+/*
  * The process that owns a request: a completion may be posted from another
  * task's context (an interrupt), so current says nothing about it.
  */
@@ -1212,16 +1270,110 @@ static __always_inline int uring_path(int dfd, struct filename *fn)
 	return dev_protected(d->d_inode->i_sb->s_dev) >= 0;
 }
 
+/*
+ * A range written outside a syscall of the writer's own (io_uring, Linux
+ * AIO), reported once the write completed: user space reads the bytes back.
+ */
+static __always_inline void emit_dirty(__u64 ino, __u32 root, __u32 tgid, __s64 lo, __s64 hi, __u32 flags, __u32 fflags)
+{
+	struct ev_write *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		note_loss(ino, root, lo, hi);
+		return;
+	}
+	e->h.ino = ino;
+	e->h.type = EV_WRITE;
+	e->h.root = root;
+	e->h.tgid = tgid;
+	e->h.flags = EVF_DIRTY | EVF_LAST | flags;
+	e->off = lo;
+	e->lo = lo;
+	e->hi = hi;
+	e->len = 0;
+	e->fflags = fflags;
+	stamp(&e->h);
+	/* The bytes are read back after completion: the request's whole life
+	 * lies before that, so its span is the completion instant. */
+	e->h.enter_ns = e->h.exit_ns;
+	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
+}
+
+/*
+ * An event on a file outside a syscall of the writer's own: a barrier
+ * completed (EV_FSYNC), or writes that will complete unseen (EV_MMAP: the
+ * file is read back at its barriers, as one mapped shared is).
+ */
+static __always_inline void emit_ino_event(__u64 ino, __u32 root, __u32 tgid, __u32 type)
+{
+	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(CNT_RING_FULL);
+		count(CNT_META_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, __builtin_offsetof(struct ev_meta, path1));
+	e->h.ino = ino;
+	e->h.type = type;
+	e->h.root = root;
+	e->h.tgid = tgid;
+	e->h.flags = EVF_FD;
+	e->root2 = NO_ROOT;
+	e->path1[0] = 0;
+	e->path2[0] = 0;
+	stamp(&e->h);
+	e->h.enter_ns = e->h.exit_ns;
+	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
+}
+
+/*
+ * A write-like request whose success posts no completion
+ * (IOSQE_CQE_SKIP_SUCCESS) completes unseen: its file is read back at its
+ * barriers and at the end, as one mapped shared is, and a barrier counts
+ * from its submission. A fixed file cannot be told from here.
+ */
+static __always_inline void uring_blind(struct io_kiocb *req, __u8 op)
+{
+	if (req->flags & REQ_F_FIXED_FILE) {
+		count(CNT_URING_LOST);
+		return;
+	}
+	struct file *f = fd_file(req->cqe.fd);
+	if (!f || !f->f_inode || (f->f_inode->i_mode & S_IFMT) != S_IFREG)
+		return;
+	int root = file_root(f);
+	if (root < 0)
+		return;
+	__u32 type = (op == IORING_OP_FSYNC || op == IORING_OP_SYNC_FILE_RANGE) ? EV_FSYNC : EV_MMAP;
+	emit_ino_event(f->f_inode->i_ino, root, uring_tgid(req), type);
+}
+
 SEC("raw_tp/io_uring_submit_req")
 int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 key = ctx->args[0];
 	struct io_kiocb *req = kcast(key, struct io_kiocb);
+	int skip = (req->flags & REQ_F_CQE_SKIP) != 0;
 	int hit;
 
 	if (uring_tgid(req) == self_tgid)
 		return 0;
 	switch (req->opcode) {
+	case IORING_OP_WRITE:
+	case IORING_OP_WRITEV:
+	case IORING_OP_WRITE_FIXED:
+	case IORING_OP_WRITEV_FIXED:
+	case IORING_OP_FALLOCATE:
+	case IORING_OP_FTRUNCATE:
+	case IORING_OP_SPLICE:
+	case IORING_OP_FSYNC:
+	case IORING_OP_SYNC_FILE_RANGE:
+		if (skip)
+			uring_blind(req, req->opcode);
+		else
+			uring_track(req, key);
+		return 0;
 	case IORING_OP_OPENAT:
 	case IORING_OP_OPENAT2: {
 		struct io_open *o = kcast(key, struct io_open);
@@ -1254,66 +1406,18 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	default:
 		return 0;
 	}
-	if (hit) {
-		__u32 one = 1;
-		if (bpf_map_update_elem(&uring_names, &key, &one, BPF_ANY))
-			count(CNT_URING_NAMES);
+	if (!hit)
+		return 0;
+	__u32 one = 1;
+	if (skip || bpf_map_update_elem(&uring_names, &key, &one, BPF_ANY)) {
+		/* Its completion is not waited for: the walk may run first. */
+		count(CNT_URING_NAMES);
+		return 0;
 	}
+	uring_track(req, key);
 	return 0;
 }
 
-/*
- * A range written outside a syscall of the writer's own (io_uring, Linux
- * AIO), reported once the write completed: user space reads the bytes back.
- */
-static __always_inline void emit_dirty(__u64 ino, __u32 root, __u32 tgid, __s64 lo, __s64 hi, __u32 flags, __u32 fflags)
-{
-	struct ev_write *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-
-	if (!e) {
-		note_loss(ino, root, lo, hi);
-		return;
-	}
-	e->h.ino = ino;
-	e->h.type = EV_WRITE;
-	e->h.root = root;
-	e->h.tgid = tgid;
-	e->h.flags = EVF_DIRTY | EVF_LAST | flags;
-	e->off = lo;
-	e->lo = lo;
-	e->hi = hi;
-	e->len = 0;
-	e->fflags = fflags;
-	stamp(&e->h);
-	/* The bytes are read back after completion: the request's whole life
-	 * lies before that, so its span is the completion instant. */
-	e->h.enter_ns = e->h.exit_ns;
-	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
-}
-
-/* A barrier completed outside a syscall of the writer's own. */
-static __always_inline void emit_fsync(__u64 ino, __u32 root, __u32 tgid)
-{
-	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-
-	if (!e) {
-		count(CNT_RING_FULL);
-		count(CNT_META_LOST);
-		return;
-	}
-	__builtin_memset(e, 0, __builtin_offsetof(struct ev_meta, path1));
-	e->h.ino = ino;
-	e->h.type = EV_FSYNC;
-	e->h.root = root;
-	e->h.tgid = tgid;
-	e->h.flags = EVF_FD;
-	e->root2 = NO_ROOT;
-	e->path1[0] = 0;
-	e->path2[0] = 0;
-	stamp(&e->h);
-	e->h.enter_ns = e->h.exit_ns;
-	bpf_ringbuf_submit(e, rb_flags(sizeof(*e)));
-}
 
 static __always_inline void uring_dirty(struct file *f, __u32 tgid, int root, __s64 lo, __s64 hi, __u32 flags)
 {
@@ -1322,16 +1426,13 @@ static __always_inline void uring_dirty(struct file *f, __u32 tgid, int root, __
 
 static __always_inline void uring_fsync(struct file *f, __u32 tgid, int root)
 {
-	emit_fsync(f->f_inode->i_ino, root, tgid);
+	emit_ino_event(f->f_inode->i_ino, root, tgid, EV_FSYNC);
 }
 
-SEC("raw_tp/io_uring_complete")
-int uring_complete(struct bpf_raw_tracepoint_args *ctx)
+/* A request completed with res, its completion posted or overflowed. */
+static __always_inline int uring_done(__u64 key, __s32 res)
 {
-	__u64 key = ctx->args[1];
 	struct io_kiocb *req = kcast(key, struct io_kiocb);
-	struct io_uring_cqe *cqe = kcast(ctx->args[2], struct io_uring_cqe);
-	__s32 res = cqe->res;
 	__u8 op = req->opcode;
 	__u32 tgid = uring_tgid(req);
 
@@ -1404,7 +1505,39 @@ int uring_complete(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* The only two programs attached. */
+SEC("raw_tp/io_uring_complete")
+int uring_complete(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 key = ctx->args[1];
+	struct io_kiocb *req = kcast(key, struct io_kiocb);
+	struct io_uring_cqe *cqe = kcast(ctx->args[2], struct io_uring_cqe);
+
+	uring_landed((__u64)req->ctx, cqe->user_data);
+	return uring_done(key, cqe->res);
+}
+
+/*
+ * io_uring_cqe_overflow(ring, user_data, res, cflags, ocqe): the completion
+ * queue was full, so the kernel keeps the completion for later and
+ * io_uring_complete does not see it. The request is still alive here.
+ */
+SEC("raw_tp/io_uring_cqe_overflow")
+int uring_overflow(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 ring = ctx->args[0], user_data = ctx->args[1];
+	struct uring_key k = { .ring = ring, .user_data = user_data };
+
+	if (!bpf_map_lookup_elem(&uring_inflight, &k))
+		return 0; /* not a request capture judges */
+	__u64 key = uring_landed(ring, user_data);
+	struct io_kiocb *req = kcast(key, struct io_kiocb);
+	if (!key || (__u64)req->ctx != ring || req->cqe.user_data != user_data) {
+		count(CNT_URING_LOST);
+		return 0;
+	}
+	return uring_done(key, (__s32)ctx->args[2]);
+}
+
 /* ---- Linux AIO (io_submit) ----
  *
  * A buffered AIO write is carried out within io_submit: its range is read
@@ -1514,7 +1647,7 @@ static long aio_reaped(__u32 i, void *arg)
 	if (!v)
 		return 0;
 	if (v->fsync)
-		emit_fsync(v->ino, v->root, w->tgid);
+		emit_ino_event(v->ino, v->root, w->tgid, EV_FSYNC);
 	else if (ev.res > 0)
 		emit_dirty(v->ino, v->root, w->tgid, v->lo < 0 ? 0 : v->lo, v->lo < 0 ? TO_EOF : v->lo + ev.res, 0, v->fflags);
 	bpf_map_delete_elem(&aio_pending, &k);

@@ -118,6 +118,7 @@ enum counter {
 	CNT_TOO_DEEP,        /* path deeper than MAX_DEPTH under a protected fs */
 	CNT_URING_NAMES,     /* names changed through io_uring: walk the roots */
 	CNT_AIO_MANY,        /* more AIO requests in one call than looked at: walk */
+	CNT_URING_LOST,      /* an io_uring completion could not be told apart: walk */
 	CNT_MAX,
 };
 

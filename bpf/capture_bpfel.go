@@ -40,7 +40,8 @@ const (
 	CaptureCounterCNT_TOO_DEEP      CaptureCounter = 4
 	CaptureCounterCNT_URING_NAMES   CaptureCounter = 5
 	CaptureCounterCNT_AIO_MANY      CaptureCounter = 6
-	CaptureCounterCNT_MAX           CaptureCounter = 7
+	CaptureCounterCNT_URING_LOST    CaptureCounter = 7
+	CaptureCounterCNT_MAX           CaptureCounter = 8
 )
 
 type CaptureEvFlag uint32
@@ -169,6 +170,18 @@ type CaptureRootCfg struct {
 	Path [512]int8
 }
 
+type CaptureUringFlight struct {
+	_   structs.HostLayout
+	Req uint64
+	N   uint64
+}
+
+type CaptureUringKey struct {
+	_        structs.HostLayout
+	Ring     uint64
+	UserData uint64
+}
+
 type CaptureWrIn struct {
 	_       structs.HostLayout
 	Ino     uint64
@@ -201,6 +214,7 @@ const (
 	CaptureMapLossesA             = "losses_a"
 	CaptureMapLossesB             = "losses_b"
 	CaptureMapScratch             = "scratch"
+	CaptureMapUringInflight       = "uring_inflight"
 	CaptureMapUringNames          = "uring_names"
 	CaptureProgDispatchEnter      = "dispatch_enter"
 	CaptureProgDispatchExit       = "dispatch_exit"
@@ -294,6 +308,7 @@ const (
 	CaptureProgExitWrite          = "exit_write"
 	CaptureProgExitWritev         = "exit_writev"
 	CaptureProgUringComplete      = "uring_complete"
+	CaptureProgUringOverflow      = "uring_overflow"
 	CaptureProgUringSubmit        = "uring_submit"
 	CaptureVarMaxData             = "max_data"
 	CaptureVarNroots              = "nroots"
@@ -443,6 +458,7 @@ type CaptureProgramSpecs struct {
 	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
 	UringComplete      *ebpf.ProgramSpec `ebpf:"uring_complete"`
+	UringOverflow      *ebpf.ProgramSpec `ebpf:"uring_overflow"`
 	UringSubmit        *ebpf.ProgramSpec `ebpf:"uring_submit"`
 }
 
@@ -450,20 +466,21 @@ type CaptureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CaptureMapSpecs struct {
-	AioPending *ebpf.MapSpec `ebpf:"aio_pending"`
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	EnterCalls *ebpf.MapSpec `ebpf:"enter_calls"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	ExitCalls  *ebpf.MapSpec `ebpf:"exit_calls"`
-	Fcache     *ebpf.MapSpec `ebpf:"fcache"`
-	InflightM  *ebpf.MapSpec `ebpf:"inflight_m"`
-	InflightO  *ebpf.MapSpec `ebpf:"inflight_o"`
-	InflightW  *ebpf.MapSpec `ebpf:"inflight_w"`
-	LossSlot   *ebpf.MapSpec `ebpf:"loss_slot"`
-	LossesA    *ebpf.MapSpec `ebpf:"losses_a"`
-	LossesB    *ebpf.MapSpec `ebpf:"losses_b"`
-	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	UringNames *ebpf.MapSpec `ebpf:"uring_names"`
+	AioPending    *ebpf.MapSpec `ebpf:"aio_pending"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	EnterCalls    *ebpf.MapSpec `ebpf:"enter_calls"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	ExitCalls     *ebpf.MapSpec `ebpf:"exit_calls"`
+	Fcache        *ebpf.MapSpec `ebpf:"fcache"`
+	InflightM     *ebpf.MapSpec `ebpf:"inflight_m"`
+	InflightO     *ebpf.MapSpec `ebpf:"inflight_o"`
+	InflightW     *ebpf.MapSpec `ebpf:"inflight_w"`
+	LossSlot      *ebpf.MapSpec `ebpf:"loss_slot"`
+	LossesA       *ebpf.MapSpec `ebpf:"losses_a"`
+	LossesB       *ebpf.MapSpec `ebpf:"losses_b"`
+	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
+	UringInflight *ebpf.MapSpec `ebpf:"uring_inflight"`
+	UringNames    *ebpf.MapSpec `ebpf:"uring_names"`
 }
 
 // CaptureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -504,20 +521,21 @@ func (o *CaptureObjects) Close() error {
 //
 // It can be passed to LoadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CaptureMaps struct {
-	AioPending *ebpf.Map `ebpf:"aio_pending"`
-	Counters   *ebpf.Map `ebpf:"counters"`
-	EnterCalls *ebpf.Map `ebpf:"enter_calls"`
-	Events     *ebpf.Map `ebpf:"events"`
-	ExitCalls  *ebpf.Map `ebpf:"exit_calls"`
-	Fcache     *ebpf.Map `ebpf:"fcache"`
-	InflightM  *ebpf.Map `ebpf:"inflight_m"`
-	InflightO  *ebpf.Map `ebpf:"inflight_o"`
-	InflightW  *ebpf.Map `ebpf:"inflight_w"`
-	LossSlot   *ebpf.Map `ebpf:"loss_slot"`
-	LossesA    *ebpf.Map `ebpf:"losses_a"`
-	LossesB    *ebpf.Map `ebpf:"losses_b"`
-	Scratch    *ebpf.Map `ebpf:"scratch"`
-	UringNames *ebpf.Map `ebpf:"uring_names"`
+	AioPending    *ebpf.Map `ebpf:"aio_pending"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	EnterCalls    *ebpf.Map `ebpf:"enter_calls"`
+	Events        *ebpf.Map `ebpf:"events"`
+	ExitCalls     *ebpf.Map `ebpf:"exit_calls"`
+	Fcache        *ebpf.Map `ebpf:"fcache"`
+	InflightM     *ebpf.Map `ebpf:"inflight_m"`
+	InflightO     *ebpf.Map `ebpf:"inflight_o"`
+	InflightW     *ebpf.Map `ebpf:"inflight_w"`
+	LossSlot      *ebpf.Map `ebpf:"loss_slot"`
+	LossesA       *ebpf.Map `ebpf:"losses_a"`
+	LossesB       *ebpf.Map `ebpf:"losses_b"`
+	Scratch       *ebpf.Map `ebpf:"scratch"`
+	UringInflight *ebpf.Map `ebpf:"uring_inflight"`
+	UringNames    *ebpf.Map `ebpf:"uring_names"`
 }
 
 func (m *CaptureMaps) Close() error {
@@ -535,6 +553,7 @@ func (m *CaptureMaps) Close() error {
 		m.LossesA,
 		m.LossesB,
 		m.Scratch,
+		m.UringInflight,
 		m.UringNames,
 	)
 }
@@ -653,6 +672,7 @@ type CapturePrograms struct {
 	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
 	UringComplete      *ebpf.Program `ebpf:"uring_complete"`
+	UringOverflow      *ebpf.Program `ebpf:"uring_overflow"`
 	UringSubmit        *ebpf.Program `ebpf:"uring_submit"`
 }
 
@@ -750,6 +770,7 @@ func (p *CapturePrograms) Close() error {
 		p.ExitWrite,
 		p.ExitWritev,
 		p.UringComplete,
+		p.UringOverflow,
 		p.UringSubmit,
 	)
 }

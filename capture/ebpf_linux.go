@@ -111,6 +111,7 @@ var attached = []hook{
 	{"dispatch_exit", "sys_exit"},
 	{"uring_submit", "io_uring_submit_req"},
 	{"uring_complete", "io_uring_complete"},
+	{"uring_overflow", "io_uring_cqe_overflow"},
 }
 
 // attach fills the tail-call tables with one handler per syscall, then

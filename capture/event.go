@@ -112,6 +112,7 @@ const (
 	cntTooDeep      = int(bpf.CaptureCounterCNT_TOO_DEEP)
 	cntUringNames   = int(bpf.CaptureCounterCNT_URING_NAMES)
 	cntAIOMany      = int(bpf.CaptureCounterCNT_AIO_MANY)
+	cntUringLost    = int(bpf.CaptureCounterCNT_URING_LOST)
 	maxDepth        = int(bpf.CaptureLimitsMAX_DEPTH)
 )
 

@@ -366,6 +366,12 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 		// kernel looks at: the writes past them are found by a walk.
 		p.needReconcile("more Linux AIO requests in one call than captured", true)
 	}
+	if c[cntUringLost] != last[cntUringLost] {
+		// An io_uring completion overflowed the completion queue under a
+		// user_data another request in flight shared, or a request the
+		// kernel could not track or resolve completed unseen.
+		p.needReconcile("io_uring completions capture could not tell apart", true)
+	}
 	if c[cntTooDeep] != last[cntTooDeep] && !p.warnedTooDeep {
 		p.warnedTooDeep = true
 		p.log.Warn("files nested deeper than the kernel walk limit on a protected file system are not captured",
