@@ -129,6 +129,8 @@ func CheckManifest(ctx context.Context, root string, m *Manifest) error {
 			return fmt.Errorf("%w: %s holds %d bytes, the manifest says %d", ErrMismatch, got.Path, got.Size, want.Size)
 		case want.Kind != KindSymlink && want.Mode != got.Mode:
 			return fmt.Errorf("%w: %s has mode %04o, the manifest says %04o", ErrMismatch, got.Path, got.Mode, want.Mode)
+		case want.UID != got.UID || want.GID != got.GID:
+			return fmt.Errorf("%w: %s is owned by %d:%d, the manifest says %d:%d", ErrMismatch, got.Path, got.UID, got.GID, want.UID, want.GID)
 		}
 		for k := range m.Hashes[i] {
 			if m.Hashes[i][k] != have.Hashes[j][k] {

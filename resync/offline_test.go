@@ -25,6 +25,13 @@ func TestExportImport(t *testing.T) {
 			want: "dir/planted in"},
 		{name: "a truncated file", tamper: func(t *testing.T, d string) { os.Truncate(filepath.Join(d, "big/other.img"), 100) },
 			want: "big/other.img holds 100 bytes, the manifest says 2097152"},
+		{name: "a changed mode", tamper: func(t *testing.T, d string) { os.Chmod(filepath.Join(d, "small.txt"), 0o755) },
+			want: "small.txt has mode 0755, the manifest says 0644"},
+		{name: "a changed owner", tamper: func(t *testing.T, d string) {
+			if err := os.Lchown(filepath.Join(d, "small.txt"), 4242, 4343); err != nil {
+				t.Skipf("chown needs root: %v", err)
+			}
+		}, want: "small.txt is owned by 4242:4343, the manifest says 0:0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
