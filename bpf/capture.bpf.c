@@ -1171,13 +1171,14 @@ META_EXIT(symlinkat, 0)
  * protected file becomes a dirty range that user space reads back once the
  * request completed; a barrier becomes EV_FSYNC; a change of names, whose
  * path is gone by completion, is judged at submission and, once it
- * succeeded, counted for a walk of the roots.
+ * succeeded, counted for a walk of the roots' names (of their contents too
+ * after an O_TRUNC open).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64); /* struct io_kiocb * */
-	__type(value, __u32);
+	__type(value, __u32); /* the counter its success bumps */
 } uring_names SEC(".maps");
 
 /*
@@ -1355,6 +1356,7 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	__u64 key = ctx->args[0];
 	struct io_kiocb *req = kcast(key, struct io_kiocb);
 	int skip = (req->flags & REQ_F_CQE_SKIP) != 0;
+	__u32 cnt = CNT_URING_NAMES;
 	int hit;
 
 	if (uring_tgid(req) == self_tgid)
@@ -1378,6 +1380,8 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	case IORING_OP_OPENAT2: {
 		struct io_open *o = kcast(key, struct io_open);
 		hit = (o->how.flags & (O_CREAT | O_TRUNC)) && uring_path(o->dfd, o->filename);
+		if (o->how.flags & O_TRUNC)
+			cnt = CNT_URING_TRUNC;
 		break;
 	}
 	case IORING_OP_UNLINKAT: {
@@ -1408,10 +1412,9 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	}
 	if (!hit)
 		return 0;
-	__u32 one = 1;
-	if (skip || bpf_map_update_elem(&uring_names, &key, &one, BPF_ANY)) {
+	if (skip || bpf_map_update_elem(&uring_names, &key, &cnt, BPF_ANY)) {
 		/* Its completion is not waited for: the walk may run first. */
-		count(CNT_URING_NAMES);
+		count(cnt);
 		return 0;
 	}
 	uring_track(req, key);
@@ -1446,12 +1449,16 @@ static __always_inline int uring_done(__u64 key, __s32 res)
 	case IORING_OP_RENAMEAT:
 	case IORING_OP_LINKAT:
 	case IORING_OP_SYMLINKAT:
-		if (bpf_map_lookup_elem(&uring_names, &key)) {
+	{
+		__u32 *c = bpf_map_lookup_elem(&uring_names, &key);
+		if (c) {
+			__u32 cnt = *c;
 			bpf_map_delete_elem(&uring_names, &key);
 			if (res >= 0)
-				count(CNT_URING_NAMES);
+				count(cnt);
 		}
 		return 0;
+	}
 	case IORING_OP_WRITE:
 	case IORING_OP_WRITEV:
 	case IORING_OP_WRITE_FIXED:

@@ -116,9 +116,10 @@ enum counter {
 	CNT_INFLIGHT_FULL,   /* a syscall could not be tracked */
 	CNT_LOSS_FULL,       /* loss map full: whole-root repair */
 	CNT_TOO_DEEP,        /* path deeper than MAX_DEPTH under a protected fs */
-	CNT_URING_NAMES,     /* names changed through io_uring: walk the roots */
+	CNT_URING_NAMES,     /* names changed through io_uring: walk the roots' names */
 	CNT_AIO_MANY,        /* more AIO requests in one call than looked at: walk */
 	CNT_URING_LOST,      /* an io_uring completion could not be told apart: walk */
+	CNT_URING_TRUNC,     /* an O_TRUNC open through io_uring: walk names and contents */
 	CNT_MAX,
 };
 

@@ -41,7 +41,8 @@ const (
 	CaptureCounterCNT_URING_NAMES   CaptureCounter = 5
 	CaptureCounterCNT_AIO_MANY      CaptureCounter = 6
 	CaptureCounterCNT_URING_LOST    CaptureCounter = 7
-	CaptureCounterCNT_MAX           CaptureCounter = 8
+	CaptureCounterCNT_URING_TRUNC   CaptureCounter = 8
+	CaptureCounterCNT_MAX           CaptureCounter = 9
 )
 
 type CaptureEvFlag uint32

@@ -113,6 +113,7 @@ const (
 	cntUringNames   = int(bpf.CaptureCounterCNT_URING_NAMES)
 	cntAIOMany      = int(bpf.CaptureCounterCNT_AIO_MANY)
 	cntUringLost    = int(bpf.CaptureCounterCNT_URING_LOST)
+	cntUringTrunc   = int(bpf.CaptureCounterCNT_URING_TRUNC)
 	maxDepth        = int(bpf.CaptureLimitsMAX_DEPTH)
 )
 

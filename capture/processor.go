@@ -358,8 +358,11 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 	}
 	if c[cntUringNames] != last[cntUringNames] {
 		// The kernel saw a change of names through io_uring, but not the
-		// names themselves; an O_TRUNC open there may also have cut a file.
-		p.needReconcile("names changed through io_uring", true)
+		// names themselves.
+		p.needReconcile("names changed through io_uring", false)
+	}
+	if c[cntUringTrunc] != last[cntUringTrunc] {
+		p.needReconcile("a file opened with O_TRUNC through io_uring", true)
 	}
 	if c[cntAIOMany] != last[cntAIOMany] {
 		// One io_submit or io_getevents carried more requests than the

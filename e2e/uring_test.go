@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,7 +192,13 @@ func TestMirrorIOUring(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "db"), old, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Cut to nothing by an O_TRUNC open below, and written no more.
+	if err := os.WriteFile(filepath.Join(src, "cut"), old[:10000], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	m := startMirror(t, src, dst)
+	// After the initial copy, which could otherwise read the changes.
+	waitSame(t, src, dst)
 	dir, err := unix.Open(src, unix.O_DIRECTORY|unix.O_RDONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +227,9 @@ func TestMirrorIOUring(t *testing.T) {
 	r.must(t, "punch db", sqe{opcode: opFallocate, fd: db, off: 8 << 10, addr: 16 << 10, len: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE})
 	r.must(t, "close db", sqe{opcode: opClose, fd: db})
 
+	c := r.must(t, "open cut with O_TRUNC", sqe{opcode: opOpenat, fd: int32(dir), addr: r.str("cut"), opFlags: unix.O_WRONLY | unix.O_TRUNC})
+	r.must(t, "close cut", sqe{opcode: opClose, fd: c})
+
 	r.must(t, "mkdir u", sqe{opcode: opMkdirat, fd: int32(dir), addr: r.str("u"), len: 0o750})
 	a := r.must(t, "create u/a", sqe{opcode: opOpenat, fd: int32(dir), addr: r.str("u/a"), len: 0o640, opFlags: unix.O_CREAT | unix.O_WRONLY | unix.O_TRUNC})
 	b = data(70000, 4)
@@ -239,6 +249,38 @@ func TestMirrorIOUring(t *testing.T) {
 	waitSame(t, src, dst)
 	m.stop(t)
 	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+}
+
+// TestMirrorIOUringNames: changes of names alone through io_uring are put
+// right by a walk of the names, not one that sends every file again.
+func TestMirrorIOUringNames(t *testing.T) {
+	requireBPF(t)
+	base := t.TempDir()
+	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
+	if err := os.MkdirAll(filepath.Join(src, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "d", "a"), make([]byte, 10000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := startMirror(t, src, dst)
+	waitSame(t, src, dst)
+	dir, err := unix.Open(src, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dir)
+	r := newRing(t)
+	r.must(t, "mkdir e", sqe{opcode: opMkdirat, fd: int32(dir), addr: r.str("e"), len: 0o750})
+	r.must(t, "rename d/a", sqe{opcode: opRenameat, fd: int32(dir), addr: r.str("d/a"), len: uint32(dir), off: r.str("e/b")})
+	r.must(t, "link e/b", sqe{opcode: opLinkat, fd: int32(dir), addr: r.str("e/b"), len: uint32(dir), off: r.str("c")})
+	r.must(t, "rmdir d", sqe{opcode: opUnlinkat, fd: int32(dir), addr: r.str("d"), opFlags: unix.AT_REMOVEDIR})
+	waitSame(t, src, dst)
+	m.stop(t)
+	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+	if log := m.stderr.String(); !strings.Contains(log, `reason="names changed through io_uring" content=false`) {
+		t.Errorf("no walk of names alone after io_uring changed names:\n%s", lastLines(log, 20))
+	}
 }
 
 // TestMirrorIOUringOverflow: io_uring writes whose completions overflow the
