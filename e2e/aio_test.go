@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/writecap/writecap/internal/treecmp"
 )
 
 // iocb is struct iocb of linux/aio_abi.h.
@@ -81,21 +78,11 @@ func aio(t *testing.T, cbs []*iocb) {
 // capture of the writes themselves can carry them.
 func TestMirrorAIO(t *testing.T) {
 	requireBPF(t)
-	base := t.TempDir()
-	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	old := make([]byte, 1<<20)
 	for i := range old {
 		old[i] = byte(i * 7)
 	}
-	for _, name := range []string{"buffered", "direct"} {
-		if err := os.WriteFile(filepath.Join(src, name), old, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m := startMirror(t, src, dst)
+	src, dst, m := mirrored(t, map[string][]byte{"buffered": old, "direct": old})
 
 	// O_DIRECT needs buffers aligned to the logical block: a mapping is.
 	mem, err := unix.Mmap(-1, 0, 3<<12, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
@@ -128,7 +115,5 @@ func TestMirrorAIO(t *testing.T) {
 	})
 	aio(t, []*iocb{{opcode: iocbPwrite, fildes: uint32(direct), buf: addr(mem[2<<12:]), nbytes: 1 << 12, offset: 1<<20 - 1<<12}})
 
-	waitSame(t, src, dst)
-	m.stop(t)
-	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+	sameWhileRunning(t, m, src, dst)
 }

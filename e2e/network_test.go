@@ -282,10 +282,7 @@ func TestMasterKilledBlocks(t *testing.T) {
 	writeStale(t, filepath.Join(p.src, "db"), filepath.Join(p.outside, "db"), 7, size)
 	rep := p.replica()
 	m := p.master()
-	waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool {
-		fi, err := os.Stat(filepath.Join(p.dst, "db"))
-		return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
-	})
+	waitCopied(t, p, p.mmetric, "db", size)
 	m.kill(t)
 	scatter(t, filepath.Join(p.src, "db"), size)
 	m = p.master()
@@ -317,10 +314,7 @@ func TestMasterKilledTwoReplicas(t *testing.T) {
 	cfg := p.twoReplicaConfig(p2)
 	m := startAgent(t, "master", "--config", cfg)
 	for _, q := range []*pair{p, p2} {
-		waitFor(t, q.rmetric, "the initial copy", func(r *monitor.Report) bool {
-			fi, err := os.Stat(filepath.Join(q.dst, "db"))
-			return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
-		})
+		waitCopied(t, q, p.mmetric, "db", size)
 	}
 	r2.stop(t)
 	f, err := os.OpenFile(db, os.O_WRONLY, 0)
@@ -778,10 +772,7 @@ func TestSpoolOverflowBlocks(t *testing.T) {
 			writeStale(t, db, filepath.Join(p.outside, "db"), 5, size)
 			rep := p.replica()
 			m := p.master()
-			waitFor(t, p.rmetric, "the initial copy", func(r *monitor.Report) bool {
-				fi, err := os.Stat(filepath.Join(p.dst, "db"))
-				return err == nil && fi.Size() == size && applied(r) >= status(t, p.mmetric).Scenarios[0].Captured
-			})
+			waitCopied(t, p, p.mmetric, "db", size)
 			rep.stop(t)
 			// Overflow the spool, then change db: the changes are dropped.
 			writeStale(t, filepath.Join(p.src, "fill"), filepath.Join(p.outside, "fill"), 6, 32<<20) // random: lz4 cannot shrink it
@@ -796,6 +787,16 @@ func TestSpoolOverflowBlocks(t *testing.T) {
 			assertRepairedBlocks(t, m, size)
 		})
 	}
+}
+
+// waitCopied waits until q's replica holds name at size bytes and has
+// applied all the master at mmetric captured.
+func waitCopied(t *testing.T, q *pair, mmetric, name string, size int64) {
+	t.Helper()
+	waitFor(t, q.rmetric, "the initial copy of "+name, func(r *monitor.Report) bool {
+		fi, err := os.Stat(filepath.Join(q.dst, name))
+		return err == nil && fi.Size() == size && applied(r) >= status(t, mmetric).Scenarios[0].Captured
+	})
 }
 
 // scatter makes 200 small writes spread over the file at path, of size

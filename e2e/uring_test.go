@@ -179,26 +179,13 @@ func (r *ring) must(t *testing.T, what string, e sqe) int32 {
 // re-asserts names, which would hide a change of names that capture missed).
 func TestMirrorIOUring(t *testing.T) {
 	requireBPF(t)
-	base := t.TempDir()
-	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Present before capture: overwritten in place below, its size unchanged.
+	// db is overwritten in place below, its size unchanged; cut is cut to
+	// nothing by an O_TRUNC open, and written no more.
 	old := make([]byte, 256<<10)
 	for i := range old {
 		old[i] = byte(i * 7)
 	}
-	if err := os.WriteFile(filepath.Join(src, "db"), old, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Cut to nothing by an O_TRUNC open below, and written no more.
-	if err := os.WriteFile(filepath.Join(src, "cut"), old[:10000], 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m := startMirror(t, src, dst)
-	// After the initial copy, which could otherwise read the changes.
-	waitSame(t, src, dst)
+	src, dst, m := mirrored(t, map[string][]byte{"db": old, "cut": old[:10000]})
 	dir, err := unix.Open(src, unix.O_DIRECTORY|unix.O_RDONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -246,25 +233,14 @@ func TestMirrorIOUring(t *testing.T) {
 	r.must(t, "write u/e", sqe{opcode: opWrite, fd: e, addr: r.ptr(b), len: uint32(len(b))})
 	r.must(t, "close u/e", sqe{opcode: opClose, fd: e})
 
-	waitSame(t, src, dst)
-	m.stop(t)
-	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+	sameWhileRunning(t, m, src, dst)
 }
 
 // TestMirrorIOUringNames: changes of names alone through io_uring are put
 // right by a walk of the names, not one that sends every file again.
 func TestMirrorIOUringNames(t *testing.T) {
 	requireBPF(t)
-	base := t.TempDir()
-	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
-	if err := os.MkdirAll(filepath.Join(src, "d"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "d", "a"), make([]byte, 10000), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m := startMirror(t, src, dst)
-	waitSame(t, src, dst)
+	src, dst, m := mirrored(t, map[string][]byte{"d/a": make([]byte, 10000)})
 	dir, err := unix.Open(src, unix.O_DIRECTORY|unix.O_RDONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -275,9 +251,7 @@ func TestMirrorIOUringNames(t *testing.T) {
 	r.must(t, "rename d/a", sqe{opcode: opRenameat, fd: int32(dir), addr: r.str("d/a"), len: uint32(dir), off: r.str("e/b")})
 	r.must(t, "link e/b", sqe{opcode: opLinkat, fd: int32(dir), addr: r.str("e/b"), len: uint32(dir), off: r.str("c")})
 	r.must(t, "rmdir d", sqe{opcode: opUnlinkat, fd: int32(dir), addr: r.str("d"), opFlags: unix.AT_REMOVEDIR})
-	waitSame(t, src, dst)
-	m.stop(t)
-	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+	sameWhileRunning(t, m, src, dst)
 	if log := m.stderr.String(); !strings.Contains(log, `reason="names changed through io_uring" content=false`) {
 		t.Errorf("no walk of names alone after io_uring changed names:\n%s", lastLines(log, 20))
 	}
@@ -288,18 +262,8 @@ func TestMirrorIOUringNames(t *testing.T) {
 // captured like any others.
 func TestMirrorIOUringOverflow(t *testing.T) {
 	requireBPF(t)
-	base := t.TempDir()
-	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	const writes = 48
-	if err := os.WriteFile(filepath.Join(src, "db"), make([]byte, writes*8192), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m := startMirror(t, src, dst)
-	// After the initial copy, which could otherwise read the writes.
-	waitSame(t, src, dst)
+	src, dst, m := mirrored(t, map[string][]byte{"db": make([]byte, writes*8192)})
 	f, err := os.OpenFile(filepath.Join(src, "db"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -319,9 +283,7 @@ func TestMirrorIOUringOverflow(t *testing.T) {
 			t.Fatalf("write %d: result %d", i, res)
 		}
 	}
-	waitSame(t, src, dst)
-	m.stop(t)
-	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+	sameWhileRunning(t, m, src, dst)
 }
 
 // TestMirrorIOUringSkipSuccess: io_uring writes whose success posts no
@@ -329,17 +291,7 @@ func TestMirrorIOUringOverflow(t *testing.T) {
 // after them completed.
 func TestMirrorIOUringSkipSuccess(t *testing.T) {
 	requireBPF(t)
-	base := t.TempDir()
-	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "db"), make([]byte, 64<<10), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m := startMirror(t, src, dst)
-	// After the initial copy, which could otherwise read the writes.
-	waitSame(t, src, dst)
+	src, dst, m := mirrored(t, map[string][]byte{"db": make([]byte, 64<<10)})
 	f, err := os.OpenFile(filepath.Join(src, "db"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -362,6 +314,35 @@ func TestMirrorIOUringSkipSuccess(t *testing.T) {
 	if res := r.flood(t, es, 1)[0]; res != 0 {
 		t.Fatalf("fsync after the writes: %v", unix.Errno(-res))
 	}
+	sameWhileRunning(t, m, src, dst)
+}
+
+// mirrored starts a mirror of a source tree holding files (by path), and
+// returns once its initial copy is on the target, so that what a test
+// changes next reaches the target through capture alone.
+func mirrored(t *testing.T, files map[string][]byte) (src, dst string, m *agent) {
+	t.Helper()
+	base := t.TempDir()
+	src, dst = filepath.Join(base, "src"), filepath.Join(base, "dst")
+	for name, b := range files {
+		p := filepath.Join(src, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m = startMirror(t, src, dst)
+	waitSame(t, src, dst)
+	return src, dst, m
+}
+
+// sameWhileRunning requires the target to match the source while the mirror
+// runs (its stop re-asserts names, which would hide a change capture
+// missed), and after it stopped.
+func sameWhileRunning(t *testing.T, m *agent, src, dst string) {
+	t.Helper()
 	waitSame(t, src, dst)
 	m.stop(t)
 	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
