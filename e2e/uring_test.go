@@ -101,12 +101,17 @@ func (r *ring) do(t *testing.T, e sqe) int32 {
 	*(*uint32)(unsafe.Pointer(&r.sq[r.sqArray+idx*4])) = idx
 	atomic.StoreUint32(r.sqTail, tail+1)
 	const getEvents = 1
-	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 1, getEvents, 0, 0); errno != 0 {
-		t.Fatalf("io_uring_enter: %v", errno)
-	}
+	toSubmit := uintptr(1)
 	head := atomic.LoadUint32(r.cqHead)
-	if head == atomic.LoadUint32(r.cqTail) {
-		t.Fatal("io_uring_enter returned without a completion")
+	for head == atomic.LoadUint32(r.cqTail) {
+		// The wait can end early (a signal: Go preempts with SIGURG).
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), toSubmit, 1, getEvents, 0, 0)
+		if errno != 0 && errno != unix.EINTR {
+			t.Fatalf("io_uring_enter: %v", errno)
+		}
+		if errno == 0 {
+			toSubmit = 0
+		}
 	}
 	res := *(*int32)(unsafe.Pointer(&r.cq[r.cqes+(head&r.cqMask)*16+8]))
 	atomic.StoreUint32(r.cqHead, head+1)
@@ -141,7 +146,7 @@ func (r *ring) flood(t *testing.T, es []sqe, want int) []int32 {
 		if head == atomic.LoadUint32(r.cqTail) {
 			// The kernel moves what overflowed into the queue as it empties.
 			const getEvents = 1
-			if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, getEvents, 0, 0); errno != 0 {
+			if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, getEvents, 0, 0); errno != 0 && errno != unix.EINTR {
 				t.Fatalf("io_uring_enter: %v", errno)
 			}
 			continue
