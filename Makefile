@@ -24,16 +24,17 @@ FUZZTIME ?= 15s
 # Shrinking a new input may otherwise take the whole FUZZTIME (its default
 # is 60 s), and the target then runs almost nothing new.
 FUZZMINIMIZE ?= 2s
+FUZZFLAGS = -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
 fuzz:
-	$(GO) test ./journal -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
-	$(GO) test ./journal -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
-	$(GO) test ./journal -run '^$$' -fuzz '^FuzzSegment$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
-	$(GO) test ./journal -run '^$$' -fuzz '^FuzzDecodeChanges$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
-	$(GO) test ./master -run '^$$' -fuzz '^FuzzReadActivity$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
-	$(GO) test ./capture -run '^$$' -fuzz '^FuzzCheckEvent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
-	$(GO) test ./stream -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
-	$(GO) test ./resync -run '^$$' -fuzz '^FuzzReadManifest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
-	$(GO) test ./resync -run '^$$' -fuzz '^FuzzParseCheckpoint$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
+	$(GO) test ./journal $(FUZZFLAGS) -fuzz '^FuzzDecodeBatch$$'
+	$(GO) test ./journal $(FUZZFLAGS) -fuzz '^FuzzReader$$'
+	$(GO) test ./journal $(FUZZFLAGS) -fuzz '^FuzzSegment$$'
+	$(GO) test ./journal $(FUZZFLAGS) -fuzz '^FuzzDecodeChanges$$'
+	$(GO) test ./master $(FUZZFLAGS) -fuzz '^FuzzReadActivity$$'
+	$(GO) test ./capture $(FUZZFLAGS) -fuzz '^FuzzCheckEvent$$'
+	$(GO) test ./stream $(FUZZFLAGS) -fuzz '^FuzzFrameReader$$'
+	$(GO) test ./resync $(FUZZFLAGS) -fuzz '^FuzzReadManifest$$'
+	$(GO) test ./resync $(FUZZFLAGS) -fuzz '^FuzzParseCheckpoint$$'
 
 # One run, one process: the 4 KiB pwrite loop without and with capture,
 # sequential 1 MiB writes without and with replication to a replica over

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -155,15 +156,10 @@ func (p *processor) contentRepair(n *node, pc journal.PathChange) func() {
 // sentWhole lists the regular files whose bytes resendChanges would send
 // whole: created or replaced, or changed where nobody knows.
 func (p *processor) sentWhole(ch *journal.Changes) []string {
-	var paths []string
-	ch.Each(func(rel string, pc journal.PathChange) {
+	return slices.DeleteFunc(ch.WholePaths(), func(rel string) bool {
 		var st unix.Stat_t
-		if rel != "" && pc.Whole() && pc.What&journal.ChangedGone == 0 &&
-			unix.Lstat(p.abs(rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-			paths = append(paths, rel)
-		}
+		return unix.Lstat(p.abs(rel), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG
 	})
-	return paths
 }
 
 // keepsHeld reports whether the replicas' manifest has a file with no

@@ -191,6 +191,18 @@ func (c *Changes) Each(fn func(path string, pc PathChange)) {
 	}
 }
 
+// WholePaths lists, in lexical order, the paths a repair sends whole and
+// that still stand (PathChange.Whole, not gone), the root left out.
+func (c *Changes) WholePaths() []string {
+	var paths []string
+	c.Each(func(rel string, pc PathChange) {
+		if rel != "" && pc.Whole() && pc.What&ChangedGone == 0 {
+			paths = append(paths, rel)
+		}
+	})
+	return paths
+}
+
 // changesVersion is the version of the encoded form. On-disk format.
 const changesVersion = 1
 

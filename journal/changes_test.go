@@ -522,6 +522,20 @@ func TestChangesEachVisitsInLexicalOrder(t *testing.T) {
 	}
 }
 
+func TestChangesWholePaths(t *testing.T) {
+	c := journal.NewChanges(0)
+	c.Mark("", journal.ChangedEntry)                                               // the root: never listed
+	c.Mark("replaced", journal.ChangedEntry)                                       // created or replaced
+	c.Mark("unknown", journal.ChangedContent)                                      // changed where nobody knows
+	c.Add(&journal.Record{Op: journal.OpWrite, Path: "ranges", Data: []byte("x")}) // ranges known
+	c.Mark("gone", journal.ChangedEntry|journal.ChangedGone)                       // moved away
+	c.Mark("attrs", journal.ChangedAttrs)
+	want := []string{"replaced", "unknown"}
+	if got := c.WholePaths(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("WholePaths = %q, want %q", got, want)
+	}
+}
+
 // roundTrip encodes c and decodes it without a limit.
 func roundTrip(t *testing.T, c *journal.Changes) *journal.Changes {
 	t.Helper()

@@ -81,8 +81,8 @@ func (d *Decoder) decode(b []byte, recs []Record, crc bool) ([]Record, int, erro
 	}
 	payload := b[HeaderSize:h.size()]
 	if crc {
-		if sum := checksum(b, payload); sum != h.crc {
-			return recs, 0, corruptf("crc mismatch (stored %#08x, computed %#08x)", h.crc, sum)
+		if err := checkCRC(b, &h); err != nil {
+			return recs, 0, err
 		}
 	}
 	if err := d.unpack(&h, payload); err != nil {

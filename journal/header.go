@@ -65,6 +65,15 @@ func checksum(hdr, payload []byte) uint32 {
 	return crc32.Update(crc32.Update(0, castagnoli, hdr[:offCRC]), castagnoli, payload)
 }
 
+// checkCRC reports whether the payload of the whole batch b matches the CRC
+// its header h holds.
+func checkCRC(b []byte, h *header) error {
+	if sum := checksum(b, b[HeaderSize:h.size()]); sum != h.crc {
+		return corruptf("crc mismatch (stored %#08x, computed %#08x)", h.crc, sum)
+	}
+	return nil
+}
+
 // putHeader writes h into b[:HeaderSize] and seals it with the CRC of the
 // header and payload.
 func putHeader(b []byte, h *header, payload []byte) {

@@ -140,10 +140,7 @@ func verifyBatch(b []byte) (header, error) {
 	if err != nil {
 		return h, err
 	}
-	if sum := checksum(b, b[HeaderSize:]); sum != h.crc {
-		return h, corruptf("crc mismatch (stored %#08x, computed %#08x)", h.crc, sum)
-	}
-	return h, nil
+	return h, checkCRC(b, &h)
 }
 
 // batchHeader is verifyBatch without the CRC.

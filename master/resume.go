@@ -177,7 +177,8 @@ func (a *heldAsk) takes(id int) bool {
 // names from feed id's replica, and reports, once capture has decided,
 // whether that replica takes the repair: a replica the repair was not made
 // against must start over from a copy instead.
-func (q *queue) describe(ctx context.Context, a *heldAsk, id int, peer stream.Peer) (bool, error) {
+func (q *queue) describe(ctx context.Context, id int, peer stream.Peer) (bool, error) {
+	a := q.ask
 	select {
 	case <-a.decided:
 		return a.takes(id), nil

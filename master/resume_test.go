@@ -109,7 +109,7 @@ func TestResumeHeld(t *testing.T) {
 				case r.peer != nil:
 					asked.Add(1)
 					wg.Go(func() {
-						ok, err := m.q.describe(ctx, m.q.ask, id, entering{r.peer, &asked})
+						ok, err := m.q.describe(ctx, id, entering{r.peer, &asked})
 						if err != nil {
 							t.Errorf("replica %d: %v", id, err)
 						}
@@ -137,7 +137,7 @@ func TestResumeHeld(t *testing.T) {
 				t.Errorf("repair sent against %+v, want %+v", got, tt.want)
 			}
 			if late >= 0 {
-				ok, err := m.q.describe(ctx, m.q.ask, late, holder{a})
+				ok, err := m.q.describe(ctx, late, holder{a})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -269,15 +269,9 @@ func (q *queue) wholePaths() []string {
 	if q.changes == nil || q.repairing || q.changes.Full() {
 		return nil
 	}
-	var paths []string
-	q.changes.Each(func(rel string, pc journal.PathChange) {
-		// A file replaced (say, by a rename over it) is asked about too:
-		// what the replica held there is often most of it.
-		if rel != "" && pc.Whole() && pc.What&journal.ChangedGone == 0 {
-			paths = append(paths, rel)
-		}
-	})
-	return paths
+	// A file replaced (say, by a rename over it) is asked about too: what
+	// the replica held there is often most of it.
+	return q.changes.WholePaths()
 }
 
 // regularFiles keeps of paths those the master holds as regular files.
@@ -364,7 +358,7 @@ func (q *queue) start(ctx context.Context, id int, epoch, durable, holds uint64,
 		takes := true
 		if q.ask != nil {
 			var err error
-			if takes, err = q.describe(ctx, q.ask, id, peer); err != nil {
+			if takes, err = q.describe(ctx, id, peer); err != nil {
 				return 0, startRepair, err
 			}
 		}
