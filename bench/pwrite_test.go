@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/writecap/writecap/capture"
+	"github.com/writecap/writecap/internal/testenv"
 	"github.com/writecap/writecap/journal"
 )
 
@@ -20,7 +20,7 @@ const childEnv = "WRITECAP_BENCH_CHILD"
 
 // TestMain doubles as the writer process: capture ignores its own process.
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
+	testenv.AsChild(childEnv, func(spec string) (string, error) {
 		var (
 			mode, path string
 			n          int64
@@ -36,26 +36,16 @@ func TestMain(m *testing.M) {
 		default:
 			err = fmt.Errorf("bench: unknown writer %q", mode)
 		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		fmt.Println(d.Nanoseconds())
-		os.Exit(0)
-	}
+		return fmt.Sprintln(d.Nanoseconds()), err
+	})
 	os.Exit(m.Run())
 }
 
 // child runs a writer in another process and returns the time it took.
 func child(b *testing.B, mode string, n int64, path string) time.Duration {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %s", childEnv, mode, n, path))
-	out, err := cmd.Output()
-	if err != nil {
-		b.Fatalf("writer: %v", err)
-	}
-	ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	out := testenv.Child(b, childEnv, fmt.Sprintf("%s %d %s", mode, n, path))
+	ns, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
 	if err != nil {
 		b.Fatalf("writer output %q: %v", out, err)
 	}

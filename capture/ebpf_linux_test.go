@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -17,13 +16,7 @@ import (
 const writerEnv = "WRITECAP_CAPTURE_TEST_WRITE"
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(writerEnv); spec != "" {
-		if err := writeRange(spec); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testenv.AsChild(writerEnv, func(spec string) (string, error) { return "", writeRange(spec) })
 	os.Exit(m.Run())
 }
 
@@ -53,11 +46,7 @@ func writeRange(spec string) error {
 
 func write(t *testing.T, path string, off, n int64) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", writerEnv, path, off, n))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("writer: %v %s", err, out)
-	}
+	testenv.Child(t, writerEnv, fmt.Sprintf("%s %d %d", path, off, n))
 }
 
 // TestTakeLossesSinceLastTake: each take of the loss map yields only the

@@ -28,6 +28,7 @@ type pair struct {
 	src, dst, outside        string
 	mstate, rstate           string
 	listen, mmetric, rmetric string
+	node                     string // the replica's identity
 	masterArgs               []string
 }
 
@@ -43,7 +44,7 @@ func newPairIn(t *testing.T, base string, masterArgs ...string) *pair {
 		t: t, certs: filepath.Join(base, "certs"),
 		src: filepath.Join(base, "src"), dst: filepath.Join(base, "dst"), outside: filepath.Join(base, "outside"),
 		mstate: filepath.Join(base, "mstate"), rstate: filepath.Join(base, "rstate"),
-		listen: freeAddr(t), mmetric: freeAddr(t), rmetric: freeAddr(t), masterArgs: masterArgs,
+		listen: freeAddr(t), mmetric: freeAddr(t), rmetric: freeAddr(t), node: "replica", masterArgs: masterArgs,
 	}
 	for _, d := range []string{p.src, p.outside} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -87,7 +88,7 @@ func tlsArgs(dir, node string) []string {
 func (p *pair) replica() *agent {
 	p.t.Helper()
 	args := append([]string{"replica", "--listen", p.listen, "--root", p.dst, "--state", p.rstate,
-		"--metrics", p.rmetric, "--master", "master"}, tlsArgs(p.certs, "replica")...)
+		"--metrics", p.rmetric, "--master", "master"}, tlsArgs(p.certs, p.node)...)
 	return startAgent(p.t, args...)
 }
 
@@ -310,7 +311,7 @@ func TestMasterKilledTwoReplicas(t *testing.T) {
 	const size = 64 << 20
 	db := filepath.Join(p.src, "db")
 	writeStale(t, db, filepath.Join(p.outside, "db"), 7, size)
-	r1, r2 := p.replica(), p2.replica2()
+	r1, r2 := p.replica(), p2.replica()
 	cfg := p.twoReplicaConfig(p2)
 	m := startAgent(t, "master", "--config", cfg)
 	for _, q := range []*pair{p, p2} {
@@ -334,7 +335,7 @@ func TestMasterKilledTwoReplicas(t *testing.T) {
 	})
 	m.kill(t)
 	scatter(t, db, size)
-	r2 = p2.replica2()
+	r2 = p2.replica()
 	m = startAgent(t, "master", "--config", cfg)
 	waitFor(t, p.mmetric, "both replicas to join the new master", func(r *monitor.Report) bool {
 		return r.Scenarios[0].Peers[0].Connected && r.Scenarios[0].Peers[1].Connected
@@ -427,7 +428,7 @@ func TestTwoReplicas(t *testing.T) {
 	p := newPair(t)
 	p2 := p.second()
 	r1 := p.replica()
-	r2 := p2.replica2()
+	r2 := p2.replica()
 	cfg := p.twoReplicaConfig(p2)
 	m := startAgent(t, "master", "--config", cfg)
 	done := p.workload(15, 1500)
@@ -454,19 +455,14 @@ func TestTwoReplicas(t *testing.T) {
 }
 
 // second is a second replica of p's master, with its own tree, state and
-// addresses, and certificate "replica2".
+// addresses, and identity "replica2".
 func (p *pair) second() *pair {
 	p.t.Helper()
 	makeCerts(p.t, p.certs, "replica2")
 	p2 := *p
 	p2.dst, p2.rstate, p2.listen, p2.rmetric = p.dst+"2", p.rstate+"2", freeAddr(p.t), freeAddr(p.t)
+	p2.node = "replica2"
 	return &p2
-}
-
-func (p *pair) replica2() *agent {
-	p.t.Helper()
-	return startAgent(p.t, append([]string{"replica", "--listen", p.listen, "--root", p.dst, "--state", p.rstate,
-		"--metrics", p.rmetric}, tlsArgs(p.certs, "replica2")...)...)
 }
 
 // twoReplicaConfig writes a master's YAML scenario file replicating p.src
