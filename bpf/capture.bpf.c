@@ -89,6 +89,9 @@ struct {
 	.values = { &losses_a },
 };
 
+/* The end of a range that runs to the end of the file, however long. */
+#define TO_EOF 0x7fffffffffffffffLL
+
 enum wkind { K_WRITE = 1, K_PWRITE, K_WRITEV, K_PWRITEV, K_PWRITEV2, K_COPY, K_COPY_POS };
 
 struct wr_in {
@@ -424,7 +427,7 @@ static __always_inline int write_enter(int kind, int fd, __u64 buf, __u64 cnt, _
 	struct wr_in *wp = bpf_task_storage_get(&inflight_w, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!wp) {
 		count(CNT_INFLIGHT_FULL);
-		note_loss(in->i_ino, root, 0, 0x7fffffffffffffffLL);
+		note_loss(in->i_ino, root, 0, TO_EOF);
 		return 0;
 	}
 	struct wr_in w = {
@@ -669,7 +672,7 @@ static __always_inline int open_exit(long ret)
 	struct ev_meta *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_META_LOST);
-		note_loss(in->i_ino, root, 0, 0x7fffffffffffffffLL);
+		note_loss(in->i_ino, root, 0, TO_EOF);
 		goto out;
 	}
 	e->h.enter_ns = o->enter_ns;
@@ -1224,19 +1227,20 @@ static __always_inline void uring_track(struct io_kiocb *req, __u64 key)
 	count(CNT_URING_LOST);
 }
 
-/* The request at key left flight; it returns the request an overflow of
- * it may be judged by, 0 if none can be. */
-static __always_inline __u64 uring_landed(__u64 ring, __u64 user_data)
+/* A request under (ring, user_data) left flight. It reports whether one
+ * was tracked there, and sets *req to the request an overflow of it may be
+ * judged by, 0 if none can be. */
+static __always_inline int uring_landed(__u64 ring, __u64 user_data, __u64 *req)
 {
 	struct uring_key k = { .ring = ring, .user_data = user_data };
 	struct uring_flight *f = bpf_map_lookup_elem(&uring_inflight, &k);
 
 	if (!f)
 		return 0;
-	__u64 req = f->req;
+	*req = f->req;
 	if (__sync_fetch_and_add(&f->n, -1) == 1)
 		bpf_map_delete_elem(&uring_inflight, &k);
-	return req;
+	return 1;
 }
 
 /*
@@ -1334,7 +1338,7 @@ static __always_inline void emit_ino_event(__u64 ino, __u32 root, __u32 tgid, __
  * barriers and at the end, as one mapped shared is, and a barrier counts
  * from its submission. A fixed file cannot be told from here.
  */
-static __always_inline void uring_blind(struct io_kiocb *req, __u8 op)
+static __always_inline void uring_blind(struct io_kiocb *req)
 {
 	if (req->flags & REQ_F_FIXED_FILE) {
 		count(CNT_URING_LOST);
@@ -1346,6 +1350,7 @@ static __always_inline void uring_blind(struct io_kiocb *req, __u8 op)
 	int root = file_root(f);
 	if (root < 0)
 		return;
+	__u8 op = req->opcode;
 	__u32 type = (op == IORING_OP_FSYNC || op == IORING_OP_SYNC_FILE_RANGE) ? EV_FSYNC : EV_MMAP;
 	emit_ino_event(f->f_inode->i_ino, root, uring_tgid(req), type);
 }
@@ -1372,7 +1377,7 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	case IORING_OP_FSYNC:
 	case IORING_OP_SYNC_FILE_RANGE:
 		if (skip)
-			uring_blind(req, req->opcode);
+			uring_blind(req);
 		else
 			uring_track(req, key);
 		return 0;
@@ -1421,15 +1426,9 @@ int uring_submit(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-
 static __always_inline void uring_dirty(struct file *f, __u32 tgid, int root, __s64 lo, __s64 hi, __u32 flags)
 {
 	emit_dirty(f->f_inode->i_ino, root, tgid, lo, hi, flags, f->f_flags);
-}
-
-static __always_inline void uring_fsync(struct file *f, __u32 tgid, int root)
-{
-	emit_ino_event(f->f_inode->i_ino, root, tgid, EV_FSYNC);
 }
 
 /* A request completed with res, its completion posted or overflowed. */
@@ -1483,20 +1482,20 @@ static __always_inline int uring_done(__u64 key, __s32 res)
 	switch (op) {
 	case IORING_OP_FSYNC:
 	case IORING_OP_SYNC_FILE_RANGE:
-		uring_fsync(f, tgid, root);
+		emit_ino_event(f->f_inode->i_ino, root, tgid, EV_FSYNC);
 		return 0;
 	case IORING_OP_FALLOCATE: {
 		struct io_sync *s = kcast(key, struct io_sync);
-		uring_dirty(f, tgid, root, s->off, 0x7fffffffffffffffLL, 0);
+		uring_dirty(f, tgid, root, s->off, TO_EOF, 0);
 		return 0;
 	}
 	case IORING_OP_FTRUNCATE: {
 		struct io_ftrunc *t = kcast(key, struct io_ftrunc);
-		uring_dirty(f, tgid, root, t->len, 0x7fffffffffffffffLL, 0);
+		uring_dirty(f, tgid, root, t->len, TO_EOF, 0);
 		return 0;
 	}
 	case IORING_OP_SPLICE:
-		uring_dirty(f, tgid, root, 0, 0x7fffffffffffffffLL, 0);
+		uring_dirty(f, tgid, root, 0, TO_EOF, 0);
 		return 0;
 	}
 	if (res == 0)
@@ -1506,7 +1505,7 @@ static __always_inline int uring_done(__u64 key, __s32 res)
 	__s64 end = rw->kiocb.ki_pos;
 	__u32 flags = (rw->kiocb.ki_flags & (RWF_DSYNC | RWF_SYNC)) ? EVF_SYNC : 0; /* IOCB_* are RWF_* */
 	if (end < res)
-		uring_dirty(f, tgid, root, 0, 0x7fffffffffffffffLL, flags);
+		uring_dirty(f, tgid, root, 0, TO_EOF, flags);
 	else
 		uring_dirty(f, tgid, root, end - res, end, flags);
 	return 0;
@@ -1519,7 +1518,9 @@ int uring_complete(struct bpf_raw_tracepoint_args *ctx)
 	struct io_kiocb *req = kcast(key, struct io_kiocb);
 	struct io_uring_cqe *cqe = kcast(ctx->args[2], struct io_uring_cqe);
 
-	uring_landed((__u64)req->ctx, cqe->user_data);
+	__u64 tracked;
+
+	uring_landed((__u64)req->ctx, cqe->user_data, &tracked);
 	return uring_done(key, cqe->res);
 }
 
@@ -1531,12 +1532,10 @@ int uring_complete(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/io_uring_cqe_overflow")
 int uring_overflow(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u64 ring = ctx->args[0], user_data = ctx->args[1];
-	struct uring_key k = { .ring = ring, .user_data = user_data };
+	__u64 ring = ctx->args[0], user_data = ctx->args[1], key = 0;
 
-	if (!bpf_map_lookup_elem(&uring_inflight, &k))
+	if (!uring_landed(ring, user_data, &key))
 		return 0; /* not a request capture judges */
-	__u64 key = uring_landed(ring, user_data);
 	struct io_kiocb *req = kcast(key, struct io_kiocb);
 	if (!key || (__u64)req->ctx != ring || req->cqe.user_data != user_data) {
 		count(CNT_URING_LOST);
@@ -1561,7 +1560,6 @@ int uring_overflow(struct bpf_raw_tracepoint_args *ctx)
 #define O_DIRECT 040000
 #define AIO_BATCH 64 /* iocbs or events looked at per call */
 #define AIO_IOVS 8   /* iovecs summed per PWRITEV; past it, to EOF */
-#define TO_EOF 0x7fffffffffffffffLL
 
 struct aio_key {
 	__u64 iocb; /* its address in the submitter */
