@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -16,20 +18,47 @@ import (
 const writerEnv = "WRITECAP_CAPTURE_TEST_WRITE"
 
 func TestMain(m *testing.M) {
-	testenv.AsChild(writerEnv, func(spec string) (string, error) { return "", writeRange(spec) })
+	testenv.AsChild(writerEnv, func(spec string) (string, error) { return "", runChild(spec) })
 	os.Exit(m.Run())
 }
 
-// writeRange writes "path off len" in 64 KiB pwrites to an existing file,
-// opened without O_CREAT: that open is no event of its own.
-func writeRange(spec string) error {
-	var (
-		path   string
-		off, n int64
-	)
-	if _, err := fmt.Sscanf(spec, "%s %d %d", &path, &off, &n); err != nil {
-		return fmt.Errorf("writer spec %q: %w", spec, err)
+// runChild does what a spec names, as a process capture watches:
+//
+//	write PATH OFF LEN      64 KiB pwrites to an existing file, opened
+//	                        without O_CREAT (that open is no event of its own)
+//	create PATH             a new empty file
+//	mkdir-rename DIR MODE NEW  a directory made under umask 022, renamed at once
+func runChild(spec string) error {
+	f := strings.Fields(spec)
+	var err error
+	switch {
+	case len(f) == 4 && f[0] == "write":
+		var off, n int64
+		if off, err = strconv.ParseInt(f[2], 10, 64); err == nil {
+			if n, err = strconv.ParseInt(f[3], 10, 64); err == nil {
+				err = writeRange(f[1], off, n)
+			}
+		}
+	case len(f) == 2 && f[0] == "create":
+		err = os.WriteFile(f[1], nil, 0o644)
+	case len(f) == 4 && f[0] == "mkdir-rename":
+		var mode uint64
+		if mode, err = strconv.ParseUint(f[2], 8, 32); err == nil {
+			unix.Umask(0o022)
+			if err = unix.Mkdir(f[1], uint32(mode)); err == nil {
+				err = unix.Rename(f[1], f[3])
+			}
+		}
+	default:
+		return fmt.Errorf("child spec %q: unknown", spec)
 	}
+	if err != nil {
+		return fmt.Errorf("child spec %q: %w", spec, err)
+	}
+	return nil
+}
+
+func writeRange(path string, off, n int64) error {
 	fd, err := unix.Open(path, unix.O_WRONLY, 0)
 	if err != nil {
 		return err
@@ -44,9 +73,15 @@ func writeRange(spec string) error {
 	return nil
 }
 
+// child runs one spec of runChild in another process.
+func child(t *testing.T, format string, args ...any) {
+	t.Helper()
+	testenv.Child(t, writerEnv, fmt.Sprintf(format, args...))
+}
+
 func write(t *testing.T, path string, off, n int64) {
 	t.Helper()
-	testenv.Child(t, writerEnv, fmt.Sprintf("%s %d %d", path, off, n))
+	child(t, "write %s %d %d", path, off, n)
 }
 
 // TestTakeLossesSinceLastTake: each take of the loss map yields only the

@@ -159,6 +159,9 @@ func (p *processor) loop(r *reader) error {
 				}
 			}
 			idle := i == len(batch)-1 && len(r.out) == 0
+			if idle {
+				p.learnDirs()
+			}
 			if idle && p.reconcileWhy != "" {
 				if err := p.runReconcile(); err != nil {
 					return err
@@ -322,6 +325,7 @@ func (p *processor) tick(c [cntMax]uint64, misses uint64) error {
 			return err
 		}
 	}
+	p.learnDirs() // the loop may not go idle under a steady load
 	last := p.lastCounts
 	p.lastCounts = c
 	if misses != p.lastMisses {

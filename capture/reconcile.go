@@ -123,11 +123,13 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 			}
 		}
 		p.t.setIno(cur, st.Ino)
+		learned := p.unknownDirIno[cur]
 		delete(p.unknownDirIno, cur)
 		if p.assert {
 			p.reassert(cur, rel, st)
 		}
-		if full {
+		if full || learned && !p.assert {
+			// A directory learned only now has only its mkdir's mode.
 			p.attrs(rel, st)
 			if !cur.dir && !cur.symlink {
 				p.walkDirty = append(p.walkDirty, cur)

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/journal"
 )
 
 type resolution int
@@ -98,19 +100,39 @@ func (p *processor) dirByIno(ino uint64) *node {
 		return n
 	}
 	for n := range p.unknownDirIno {
-		pth, ok := p.t.path(n)
-		if !ok || n.ino != 0 {
-			delete(p.unknownDirIno, n)
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Lstat(p.abs(pth), &st) == nil && st.Ino == ino && p.t.byIno[ino] == nil {
-			p.t.setIno(n, ino)
-			delete(p.unknownDirIno, n)
+		if p.learnDir(n) && n.ino == ino {
 			return n
 		}
 	}
 	return nil
+}
+
+// learnDirs reads the inodes of directories whose name moved on before
+// their mkdir was processed.
+func (p *processor) learnDirs() {
+	for n := range p.unknownDirIno {
+		p.learnDir(n)
+	}
+}
+
+// learnDir takes n's inode from the master once its name leads to a
+// directory the model does not know. The mkdir record carried the mode the
+// caller asked for, before the umask and a setgid parent had their say, so
+// the master's attributes follow it.
+func (p *processor) learnDir(n *node) bool {
+	pth, ok := p.t.path(n)
+	if !ok || n.ino != 0 {
+		delete(p.unknownDirIno, n)
+		return false
+	}
+	var st unix.Stat_t
+	if unix.Lstat(p.abs(pth), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || p.t.byIno[st.Ino] != nil {
+		return false
+	}
+	p.t.setIno(n, st.Ino)
+	delete(p.unknownDirIno, n)
+	p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner | journal.SetMode, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid})
+	return true
 }
 
 // learnIno takes the inode of a newly made directory from the master, which

@@ -111,6 +111,7 @@ func startAgent(t *testing.T, args ...string) *agent {
 		}
 		if t.Failed() {
 			t.Logf("%s log at the failure:\n%s", p.name, lastLines(p.stderr.String(), 80))
+			p.trace()
 		}
 	})
 	return p
@@ -127,6 +128,11 @@ func (p *agent) stop(t *testing.T) {
 		t.Fatalf("%s did not exit cleanly: %v\n%s", p.name, err, lastLines(p.stderr.String(), 80))
 	}
 	t.Logf("%s log:\n%s", p.name, lastLines(p.stderr.String(), 40))
+	p.trace()
+}
+
+// trace keeps the agent's whole log where WRITECAP_TRACE says.
+func (p *agent) trace() {
 	if f := os.Getenv("WRITECAP_TRACE"); f != "" {
 		os.WriteFile(f+"."+p.name, p.stderr.Bytes(), 0o644)
 	}

@@ -72,12 +72,31 @@ func (r *Record) String() string {
 	switch r.Op {
 	case OpWrite:
 		return fmt.Sprintf("#%d write %q off=%d len=%d", r.Seq, r.Path, r.Offset, len(r.Data))
-	case OpRename, OpLink, OpSymlink:
+	case OpRename:
+		if r.Flags != 0 {
+			return fmt.Sprintf("#%d rename %q -> %q flags=%#x", r.Seq, r.Path, r.Path2, r.Flags)
+		}
+		return fmt.Sprintf("#%d rename %q -> %q", r.Seq, r.Path, r.Path2)
+	case OpLink, OpSymlink:
 		return fmt.Sprintf("#%d %s %q -> %q", r.Seq, r.Op, r.Path, r.Path2)
 	case OpTruncate:
 		return fmt.Sprintf("#%d truncate %q size=%d", r.Seq, r.Path, r.Length)
 	case OpFallocate, OpDirty:
 		return fmt.Sprintf("#%d %s %q off=%d len=%d", r.Seq, r.Op, r.Path, r.Offset, r.Length)
+	case OpCreate, OpMkdir:
+		return fmt.Sprintf("#%d %s %q mode=%#o", r.Seq, r.Op, r.Path, r.Mode)
+	case OpSetattr:
+		s := fmt.Sprintf("#%d setattr %q", r.Seq, r.Path)
+		if r.Flags&SetMode != 0 {
+			s += fmt.Sprintf(" mode=%#o", r.Mode)
+		}
+		if r.Flags&SetOwner != 0 {
+			s += fmt.Sprintf(" owner=%d:%d", r.UID, r.GID)
+		}
+		if r.Flags&(SetAtime|SetMtime) != 0 {
+			s += " times"
+		}
+		return s
 	default:
 		return fmt.Sprintf("#%d %s %q", r.Seq, r.Op, r.Path)
 	}

@@ -1,0 +1,102 @@
+package capture
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writecap/writecap/internal/testenv"
+	"github.com/writecap/writecap/internal/treecmp"
+	"github.com/writecap/writecap/journal"
+	"github.com/writecap/writecap/replay"
+)
+
+// gateSink applies what capture hands on to a replica. From the call that
+// creates hold it keeps capture waiting (in Write) until open is closed, so
+// that the test can change the tree before capture processes the changes.
+type gateSink struct {
+	app        *replay.Applier
+	hold, mark string
+	held, open chan struct{}
+	seen       chan struct{} // closed once a record creates mark
+}
+
+func newGateSink(t *testing.T, dst, hold, mark string) *gateSink {
+	t.Helper()
+	app, err := replay.Open(dst, replay.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	return &gateSink{app: app, hold: hold, mark: mark,
+		held: make(chan struct{}), open: make(chan struct{}), seen: make(chan struct{})}
+}
+
+func (s *gateSink) Write(recs []journal.Record) error {
+	for i := range recs {
+		if err := s.app.Apply(&recs[i]); err != nil {
+			return err
+		}
+	}
+	for _, r := range recs {
+		switch {
+		case r.Op == journal.OpCreate && r.Path == s.mark:
+			close(s.seen)
+			s.mark = "" // the last walk creates it again
+		case r.Op == journal.OpCreate && r.Path == s.hold:
+			close(s.held)
+			s.hold = ""
+			<-s.open
+		}
+	}
+	return nil
+}
+
+// TestDirectoryRenamedBeforeItsMkdirWasProcessed: capture learns a new
+// directory's inode and attributes from the master when it processes the
+// mkdir, which carries only the mode the caller asked for. When the name
+// had moved on by then, the replica kept that mode (0777 here, where the
+// master has 02755 from the umask and the setgid parent) until the next
+// walk, which a quiet tree never got until the agent stopped.
+func TestDirectoryRenamedBeforeItsMkdirWasProcessed(t *testing.T) {
+	testenv.RequireBPF(t)
+	src, dst := t.TempDir(), t.TempDir()
+	if err := os.Mkdir(filepath.Join(src, "p"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(filepath.Join(src, "p"), 0o2775); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Root: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sink := newGateSink(t, dst, "hold", "end")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, sink) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	child(t, "create %s", filepath.Join(src, "hold"))
+	<-sink.held
+	child(t, "mkdir-rename %s 777 %s", filepath.Join(src, "p/d"), filepath.Join(src, "p/e"))
+	child(t, "create %s", filepath.Join(src, "end"))
+	close(sink.open)
+	<-sink.seen
+
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(src, "p/e"), &st); err != nil || st.Mode&07777 != 0o2755 {
+		t.Fatalf("master's p/e: mode %#o, %v; want 02755", st.Mode&07777, err)
+	}
+	// Compared before Run ends: its last walk would put it right anyway.
+	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+}
