@@ -14,11 +14,33 @@ import (
 	"github.com/writecap/writecap/replay"
 )
 
-// gateSink applies what capture hands on to a replica. From the call that
-// creates hold it keeps capture waiting (in Write) until open is closed, so
-// that the test can change the tree before capture processes the changes.
+// applySink applies what capture hands on to a replica.
+type applySink struct{ app *replay.Applier }
+
+func newApplySink(t *testing.T, dst string) applySink {
+	t.Helper()
+	app, err := replay.Open(dst, replay.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	return applySink{app}
+}
+
+func (s applySink) Write(recs []journal.Record) error {
+	for i := range recs {
+		if err := s.app.Apply(&recs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// gateSink is an applySink that, from the call that creates hold, keeps
+// capture waiting (in Write) until open is closed, so that the test can
+// change the tree before capture processes the changes.
 type gateSink struct {
-	app        *replay.Applier
+	applySink
 	hold, mark string
 	held, open chan struct{}
 	seen       chan struct{} // closed once a record creates mark
@@ -26,20 +48,13 @@ type gateSink struct {
 
 func newGateSink(t *testing.T, dst, hold, mark string) *gateSink {
 	t.Helper()
-	app, err := replay.Open(dst, replay.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
-	return &gateSink{app: app, hold: hold, mark: mark,
+	return &gateSink{applySink: newApplySink(t, dst), hold: hold, mark: mark,
 		held: make(chan struct{}), open: make(chan struct{}), seen: make(chan struct{})}
 }
 
 func (s *gateSink) Write(recs []journal.Record) error {
-	for i := range recs {
-		if err := s.app.Apply(&recs[i]); err != nil {
-			return err
-		}
+	if err := s.applySink.Write(recs); err != nil {
+		return err
 	}
 	for _, r := range recs {
 		switch {
@@ -98,5 +113,51 @@ func TestDirectoryRenamedBeforeItsMkdirWasProcessed(t *testing.T) {
 		t.Fatalf("master's p/e: mode %#o, %v; want 02755", st.Mode&07777, err)
 	}
 	// Compared before Run ends: its last walk would put it right anyway.
+	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
+}
+
+// TestWalkSendsAttributesTheReplicaWasNotSent: a walk of the names compares
+// each entry's mode and owner with what the replica was sent. A chown that
+// capture processes after the walk found a directory exchange resolves its
+// name against the exchanged names and reaches the other file; x/f's new
+// group reached the replica only with the last walk, at stop.
+func TestWalkSendsAttributesTheReplicaWasNotSent(t *testing.T) {
+	testenv.RequireBPF(t)
+	src, dst := t.TempDir(), t.TempDir()
+	for _, d := range []string{"a", "x"} {
+		if err := os.Mkdir(filepath.Join(src, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, d, "f"), []byte(d), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(Config{Root: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The test's own changes are not captured: it plays the processor's
+	// part, so that the walk runs before the chown is processed.
+	p, err := newProcessor(s, newApplySink(t, dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.initial(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chown(filepath.Join(src, "x/f"), -1, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(src, "a"), unix.AT_FDCWD, filepath.Join(src, "x"), unix.RENAME_EXCHANGE); err != nil {
+		t.Fatal(err)
+	}
+	p.needReconcile("the test's changes", false)
+	if err := p.runReconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.flush(); err != nil {
+		t.Fatal(err)
+	}
 	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
 }

@@ -123,17 +123,24 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 			}
 		}
 		p.t.setIno(cur, st.Ino)
-		learned := p.unknownDirIno[cur]
 		delete(p.unknownDirIno, cur)
 		if p.assert {
 			p.reassert(cur, rel, st)
 		}
-		if full || learned && !p.assert {
-			// A directory learned only now has only its mkdir's mode.
-			p.attrs(rel, st)
+		switch {
+		case full:
+			p.attrs(cur, rel, st)
 			if !cur.dir && !cur.symlink {
 				p.walkDirty = append(p.walkDirty, cur)
 			}
+		case p.assert:
+		case cur.symlink && !cur.attr.matches(st, true):
+			p.owner(cur, rel, st)
+		case !cur.attr.matches(st, cur.symlink):
+			// A directory learned only now has only its mkdir's mode; a
+			// chmod or chown addressed by a name the model had wrong
+			// reached another file.
+			p.attrs(cur, rel, st)
 		}
 		if cur.dir {
 			return p.reconcileDir(cur, rel, full)
@@ -157,7 +164,7 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 				// directory all the same, and the walk fills it.
 				p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
 			}
-			p.attrs(rel, st)
+			p.attrs(known, rel, st)
 			op := known.links[0]
 			p.t.move(op.parent, op.name, dn, name)
 			return p.reconcileDir(known, rel, full)
@@ -207,7 +214,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		n := &node{ino: st.Ino, dir: true, children: map[string]*node{}}
 		p.baseClear(rel, resync.KindDir, "")
 		p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
-		p.attrs(rel, st)
+		p.attrs(n, rel, st)
 		p.t.attach(dn, name, n)
 		return p.reconcileDir(n, rel, true)
 	case unix.S_IFREG:
@@ -229,7 +236,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		n := &node{ino: st.Ino}
 		p.baseKeep(n, rel)
 		p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
-		p.attrs(rel, st)
+		p.attrs(n, rel, st)
 		p.t.attach(dn, name, n)
 		p.walkFirst[n] = rel
 		p.walkDirty = append(p.walkDirty, n)
@@ -254,22 +261,13 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 		n := &node{ino: st.Ino, symlink: true, target: target}
 		p.walkFirst[n] = rel
 		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: target})
-		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
+		p.owner(n, rel, st)
 		p.t.attach(dn, name, n)
 	default:
 		p.s.stats.unsupported.Add(1)
 		p.log.Warn("not replicated: only directories, regular files and symlinks are", "path", p.abs(rel), "mode", fmt.Sprintf("%#o", st.Mode))
 	}
 	return nil
-}
-
-func (p *processor) attrs(rel string, st *unix.Stat_t) {
-	p.emit(journal.Record{
-		Op: journal.OpSetattr, Path: rel,
-		Flags: journal.SetMode | journal.SetOwner | journal.SetAtime | journal.SetMtime,
-		Mode:  st.Mode & 07777, UID: st.Uid, GID: st.Gid,
-		Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano(),
-	})
 }
 
 // resend sends the attributes and contents of everything beneath dir again.
@@ -281,10 +279,10 @@ func (p *processor) resend(dir *node, rel string) {
 			continue // changed again since: its events follow
 		}
 		if c.symlink {
-			p.emit(journal.Record{Op: journal.OpSetattr, Path: crel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
+			p.owner(c, crel, &st)
 			continue
 		}
-		p.attrs(crel, &st)
+		p.attrs(c, crel, &st)
 		if c.dir {
 			p.resend(c, crel)
 		} else {
@@ -323,5 +321,5 @@ func (p *processor) reassert(n *node, rel string, st *unix.Stat_t) {
 			p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
 		}
 	}
-	p.attrs(rel, st)
+	p.attrs(n, rel, st)
 }

@@ -110,10 +110,10 @@ func (p *processor) resendChanges(ch *journal.Changes) error {
 			covered[rel] = true
 		default:
 			if n.symlink {
-				p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
+				p.owner(n, rel, &st)
 				return
 			}
-			p.attrs(rel, &st)
+			p.attrs(n, rel, &st)
 			if n.dir && pc.What&journal.ChangedNames != 0 {
 				p.prune(n, rel)
 			}

@@ -131,7 +131,7 @@ func (p *processor) learnDir(n *node) bool {
 	}
 	p.t.setIno(n, st.Ino)
 	delete(p.unknownDirIno, n)
-	p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner | journal.SetMode, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid})
+	p.emitAttrs(n, journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner | journal.SetMode, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid})
 	return true
 }
 

@@ -95,7 +95,7 @@ func (p *processor) meta(eb *evbuf) {
 		// The last walk read names, attributes and bytes after this.
 		return
 	}
-	if nameOps[h.Type] {
+	if nameOps[h.Type] || attrOps[h.Type] {
 		switch {
 		case h.Seq < p.scanStart:
 			// The last walk of the master already saw this change.
@@ -105,7 +105,7 @@ func (p *processor) meta(eb *evbuf) {
 			return
 		case h.Seq < p.scanEnd:
 			// It raced the walk: the walk may have seen half of it.
-			defer p.needReconcile("names changed during a walk of the master", false)
+			defer p.needReconcile("names or attributes changed during a walk of the master", false)
 		}
 	}
 	sp := span{enter: h.EnterNs, exit: h.ExitNs}
@@ -183,6 +183,11 @@ var nameOps = map[uint32]bool{
 	evOpen: true, evMkdir: true, evRmdir: true, evUnlink: true, evRename: true,
 	evLink: true, evSymlink: true,
 }
+
+// attrOps change modes and owners: a walk compares them with what the
+// replica was sent, and by name, which an event processed after the walk
+// would resolve against names newer than its own.
+var attrOps = map[uint32]bool{evChmod: true, evChown: true}
 
 // openSeen applies the truncation of an open that a walk already saw the
 // name of: the walk copies names, not bytes.
@@ -310,7 +315,7 @@ func (p *processor) open(m *metaEv) {
 	}
 	n := &node{ino: ino}
 	p.emit(journal.Record{Op: journal.OpCreate, Path: pth, Mode: m.Mode & 07777})
-	p.emit(journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner | journal.SetMode, Mode: m.Mode & 07777, UID: m.Uid, GID: m.Gid})
+	p.emitAttrs(n, journal.Record{Op: journal.OpSetattr, Path: pth, Flags: journal.SetOwner | journal.SetMode, Mode: m.Mode & 07777, UID: m.Uid, GID: m.Gid})
 	p.t.attach(parent, name, n)
 	if m.A > 0 {
 		// It already had bytes: opened with O_CREAT but existed unseen.
@@ -347,10 +352,10 @@ func (p *processor) mkdir(m *metaEv) {
 		p.removeName(parent, name, rel)
 	}
 	n := &node{dir: true, children: map[string]*node{}}
-	p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: m.Mode & 07777})
+	p.emitAttrs(n, journal.Record{Op: journal.OpMkdir, Path: rel, Mode: m.Mode & 07777})
 	p.t.attach(parent, name, n)
 	if st, ok := p.learnIno(n, rel); ok {
-		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner | journal.SetMode, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid})
+		p.emitAttrs(n, journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner | journal.SetMode, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid})
 	}
 }
 
@@ -481,7 +486,7 @@ func (p *processor) symlink(m *metaEv) {
 	var st unix.Stat_t
 	if unix.Lstat(p.abs(rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK && readlink(p.abs(rel)) == target && p.t.byIno[st.Ino] == nil {
 		p.t.setIno(n, st.Ino)
-		p.emit(journal.Record{Op: journal.OpSetattr, Path: rel, Flags: journal.SetOwner, UID: st.Uid, GID: st.Gid})
+		p.owner(n, rel, &st)
 	}
 }
 
@@ -527,7 +532,7 @@ func (p *processor) setattr(n *node, pth string, r journal.Record) {
 			r.Flags &^= journal.SetMode
 		}
 	}
-	p.emit(r)
+	p.emitAttrs(n, r)
 }
 
 func readlink(p string) string {

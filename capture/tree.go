@@ -6,8 +6,8 @@ import (
 )
 
 // node is one inode of the protected tree as capture believes the replica
-// has it. Data is not modelled: writes are addressed by inode, so only names
-// matter here.
+// has it. Data is not modelled: writes are addressed by inode, so names
+// matter here, and the mode and owner walks compare.
 type node struct {
 	ino      uint64 // 0 when not known yet (mkdir and symlink report no inode)
 	dir      bool
@@ -15,6 +15,7 @@ type node struct {
 	target   string
 	links    []dirent // a directory has exactly one
 	children map[string]*node
+	attr     attrs
 
 	// path cache, valid while the tree's generation is unchanged
 	cached    string
