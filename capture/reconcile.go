@@ -31,6 +31,7 @@ func (p *processor) reconcile(full bool) error {
 	if err != nil {
 		return err
 	}
+	p.walkStart = start
 	if err := p.walk(func() error { return p.reconcileDir(p.t.root, "", full) }); err != nil {
 		return err
 	}
@@ -204,6 +205,18 @@ func (p *processor) staleIno(n *node) {
 	n.ino = 0
 }
 
+// wholeSeq is the wholeAt of what the current walk sends whole.
+func (p *processor) wholeSeq() uint64 {
+	if p.silent {
+		return 0
+	}
+	return p.walkStart
+}
+
+// covered reports whether the walk that sent n whole already read an event
+// numbered seq (or it was about an older file with n's number).
+func covered(n *node, seq uint64) bool { return seq < n.wholeAt }
+
 // importEntry sends something the replica does not have, whole.
 func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) error {
 	if p.silent {
@@ -211,7 +224,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		n := &node{ino: st.Ino, dir: true, children: map[string]*node{}}
+		n := &node{ino: st.Ino, dir: true, children: map[string]*node{}, wholeAt: p.wholeSeq()}
 		p.baseClear(rel, resync.KindDir, "")
 		p.emit(journal.Record{Op: journal.OpMkdir, Path: rel, Mode: st.Mode & 07777})
 		p.attrs(n, rel, st)
@@ -233,7 +246,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 			}
 			p.staleIno(known)
 		}
-		n := &node{ino: st.Ino}
+		n := &node{ino: st.Ino, wholeAt: p.wholeSeq()}
 		p.baseKeep(n, rel)
 		p.emit(journal.Record{Op: journal.OpCreate, Path: rel, Mode: st.Mode & 07777})
 		p.attrs(n, rel, st)
@@ -258,7 +271,7 @@ func (p *processor) importEntry(dn *node, name, rel string, st *unix.Stat_t) err
 			p.staleIno(known)
 		}
 		p.baseClear(rel, resync.KindSymlink, target)
-		n := &node{ino: st.Ino, symlink: true, target: target}
+		n := &node{ino: st.Ino, symlink: true, target: target, wholeAt: p.wholeSeq()}
 		p.walkFirst[n] = rel
 		p.emit(journal.Record{Op: journal.OpSymlink, Path: rel, Path2: target})
 		p.owner(n, rel, st)

@@ -51,7 +51,10 @@ func (p *processor) write(eb *evbuf) bool {
 	}
 	n := p.t.byIno[w.H.Ino]
 	sp := span{enter: w.H.EnterNs, exit: w.H.ExitNs, lo: w.Lo, hi: w.Hi}
-	if n == nil || n.dir {
+	if n != nil && covered(n, w.H.Seq) {
+		return false
+	}
+	if n == nil || n.dir || n.symlink {
 		// The kernel saw it beneath the root but the model has no such file:
 		// a creation was missed. Reconciliation finds and copies it.
 		p.needReconcile("write to a file the model does not know", false)
@@ -120,14 +123,14 @@ func (p *processor) meta(eb *evbuf) {
 		p.open(m)
 	case evTruncate:
 		n, pth := p.target(m, true)
-		if n == nil {
+		if n == nil || covered(n, h.Seq) {
 			return
 		}
 		p.emit(journal.Record{Op: journal.OpTruncate, Path: pth, Length: m.A})
 		p.contentRace(n, span{enter: h.EnterNs, exit: h.ExitNs, lo: m.A, hi: toEOF})
 	case evFallocate:
 		n, pth := p.target(m, true)
-		if n == nil {
+		if n == nil || covered(n, h.Seq) {
 			return
 		}
 		if m.Mode&fallocShift != 0 {
@@ -195,7 +198,7 @@ func (p *processor) openSeen(m *metaEv) {
 	if m.AtFlags&unix.O_TRUNC == 0 {
 		return
 	}
-	if n := p.t.byIno[m.H.Ino]; n != nil && !n.dir && !n.symlink {
+	if n := p.t.byIno[m.H.Ino]; n != nil && !n.dir && !n.symlink && !covered(n, m.H.Seq) {
 		if pth, ok := p.t.path(n); ok {
 			p.emit(journal.Record{Op: journal.OpTruncate, Path: pth})
 		}
@@ -492,7 +495,7 @@ func (p *processor) symlink(m *metaEv) {
 
 func (p *processor) utimes(m *metaEv) {
 	n, pth := p.target(m, m.H.Flags&fNoFollow == 0)
-	if n == nil {
+	if n == nil || covered(n, m.H.Seq) {
 		return
 	}
 	r := journal.Record{Op: journal.OpSetattr, Path: pth}
