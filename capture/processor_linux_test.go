@@ -117,6 +117,37 @@ func TestDirectoryRenamedBeforeItsMkdirWasProcessed(t *testing.T) {
 	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
 }
 
+// copiedTree loads capture for src and copies src to dst through a
+// processor the test drives itself.
+func copiedTree(t *testing.T, src, dst string) (*Source, *processor) {
+	t.Helper()
+	s, err := New(Config{Root: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	p, err := newProcessor(s, newApplySink(t, dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.initial(); err != nil {
+		t.Fatal(err)
+	}
+	return s, p
+}
+
+// walkNow walks the master's names and hands the records on.
+func walkNow(t *testing.T, p *processor) {
+	t.Helper()
+	p.needReconcile("the test's changes", false)
+	if err := p.runReconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWalkSendsAttributesTheReplicaWasNotSent: a walk of the names compares
 // each entry's mode and owner with what the replica was sent. A chown that
 // capture processes after the walk found a directory exchange resolves its
@@ -133,33 +164,16 @@ func TestWalkSendsAttributesTheReplicaWasNotSent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := New(Config{Root: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	// The test's own changes are not captured: it plays the processor's
 	// part, so that the walk runs before the chown is processed.
-	p, err := newProcessor(s, newApplySink(t, dst))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.initial(); err != nil {
-		t.Fatal(err)
-	}
+	_, p := copiedTree(t, src, dst)
 	if err := unix.Chown(filepath.Join(src, "x/f"), -1, 100); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(src, "a"), unix.AT_FDCWD, filepath.Join(src, "x"), unix.RENAME_EXCHANGE); err != nil {
 		t.Fatal(err)
 	}
-	p.needReconcile("the test's changes", false)
-	if err := p.runReconcile(); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.flush(); err != nil {
-		t.Fatal(err)
-	}
+	walkNow(t, p)
 	treecmp.AssertEqual(t, src, dst, treecmp.Options{Owners: true})
 }
 
@@ -192,20 +206,9 @@ func TestWalkCoversEarlierWrites(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src, dst := t.TempDir(), t.TempDir()
-			s, err := New(Config{Root: src})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
 			// The test's own changes are not captured: it plays the
 			// kernel's part with the write it sends.
-			p, err := newProcessor(s, newApplySink(t, dst))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.initial(); err != nil {
-				t.Fatal(err)
-			}
+			s, p := copiedTree(t, src, dst)
 			g := filepath.Join(src, "g")
 			if err := tt.make(g); err != nil {
 				t.Fatal(err)
@@ -221,10 +224,7 @@ func TestWalkCoversEarlierWrites(t *testing.T) {
 			if err := s.k.(*kernel).coll.Variables["seq_next"].Set(start + 10); err != nil {
 				t.Fatal(err)
 			}
-			p.needReconcile("the test's changes", false)
-			if err := p.runReconcile(); err != nil {
-				t.Fatal(err)
-			}
+			walkNow(t, p)
 			if err := p.event(writeEvent(start+5, st.Ino, 0, []byte("old"))); err != nil {
 				t.Fatal(err)
 			}
