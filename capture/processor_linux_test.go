@@ -189,28 +189,46 @@ func writeEvent(seq, ino uint64, off int64, data []byte) *evbuf {
 	return &evbuf{b: b, seq: seq}
 }
 
-// TestWalkCoversEarlierWrites: a walk sends a file new to the model whole,
-// as it is when read. A write numbered before the walk began, processed
-// after it, is already in those bytes, or was made to an older file whose
-// inode number the new entry took over; either way, replaying it put old
-// bytes on the replica's copy (or, over a symlink, a file in its place).
-func TestWalkCoversEarlierWrites(t *testing.T) {
+// TestWholeReadCoversEarlierWrites: a walk sends a file new to the model
+// whole, and repairs read files back whole, as they are when read. A write
+// numbered before the read began, processed after it, is already in those
+// bytes, or was made to an older file whose inode number the entry took
+// over; either way, replaying it put old bytes on the replica's copy (or,
+// over a symlink, a file in its place).
+func TestWholeReadCoversEarlierWrites(t *testing.T) {
 	testenv.RequireBPF(t)
+	content := func(b string) func(string) error {
+		return func(path string) error { return os.WriteFile(path, []byte(b), 0o644) }
+	}
+	readBack := func(t *testing.T, p *processor) {
+		p.dirtyNode(p.t.lookup("g"), 0, toEOF)
+		if err := p.flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct {
-		name string
-		make func(path string) error
+		name    string
+		before  func(path string) error // g before the copy, if set
+		change  func(path string) error // g changed after the copy
+		resends func(t *testing.T, p *processor)
 	}{
-		{name: "file", make: func(path string) error { return os.WriteFile(path, []byte("new bytes"), 0o644) }},
-		{name: "symlink", make: func(path string) error { return os.Symlink("elsewhere", path) }},
+		{name: "file new to the model", change: content("new bytes"), resends: walkNow},
+		{name: "symlink new to the model", change: func(path string) error { return os.Symlink("elsewhere", path) }, resends: walkNow},
+		{name: "file read back", before: content("old bytes"), change: content("new bytes"), resends: readBack},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src, dst := t.TempDir(), t.TempDir()
+			g := filepath.Join(src, "g")
+			if tt.before != nil {
+				if err := tt.before(g); err != nil {
+					t.Fatal(err)
+				}
+			}
 			// The test's own changes are not captured: it plays the
 			// kernel's part with the write it sends.
 			s, p := copiedTree(t, src, dst)
-			g := filepath.Join(src, "g")
-			if err := tt.make(g); err != nil {
+			if err := tt.change(g); err != nil {
 				t.Fatal(err)
 			}
 			var st unix.Stat_t
@@ -224,7 +242,7 @@ func TestWalkCoversEarlierWrites(t *testing.T) {
 			if err := s.k.(*kernel).coll.Variables["seq_next"].Set(start + 10); err != nil {
 				t.Fatal(err)
 			}
-			walkNow(t, p)
+			tt.resends(t, p)
 			if err := p.event(writeEvent(start+5, st.Ino, 0, []byte("old"))); err != nil {
 				t.Fatal(err)
 			}

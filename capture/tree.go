@@ -16,9 +16,9 @@ type node struct {
 	links    []dirent // a directory has exactly one
 	children map[string]*node
 	attr     attrs
-	// wholeAt is the kernel sequence number before the walk that sent the
-	// node whole: events below it are in what the walk read, or were about
-	// an older file whose number the node took over.
+	// wholeAt is the kernel sequence number before the node was last read
+	// whole (or sent whole by a walk): events below it are in what was read,
+	// or were about an older file whose number the node took over.
 	wholeAt uint64
 
 	// path cache, valid while the tree's generation is unchanged
