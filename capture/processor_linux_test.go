@@ -189,6 +189,21 @@ func writeEvent(seq, ino uint64, off int64, data []byte) *evbuf {
 	return &evbuf{b: b, seq: seq}
 }
 
+// truncOpenEvent is the sample the kernel sends for an open of name in the
+// root with O_TRUNC.
+func truncOpenEvent(seq, ino, rootIno uint64, name string) *evbuf {
+	b := make([]byte, metaSize)
+	m := metaOf(b)
+	var now unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &now)
+	m.H = bpf.CaptureEvHdr{Seq: seq, Ino: ino, Type: evOpen, EnterNs: uint64(now.Nano()), ExitNs: uint64(now.Nano()) + 1000}
+	m.DirIno, m.AtFlags = rootIno, unix.O_WRONLY|unix.O_TRUNC
+	for i := range len(name) {
+		m.Path1[i] = int8(name[i])
+	}
+	return &evbuf{b: b, seq: seq}
+}
+
 // TestWholeReadCoversEarlierWrites: a walk sends a file new to the model
 // whole, and repairs read files back whole, as they are when read. A write
 // numbered before the read began, processed after it, is already in those
@@ -211,10 +226,12 @@ func TestWholeReadCoversEarlierWrites(t *testing.T) {
 		before  func(path string) error // g before the copy, if set
 		change  func(path string) error // g changed after the copy
 		resends func(t *testing.T, p *processor)
+		trunc   bool // the earlier event is an open with O_TRUNC, not a write
 	}{
 		{name: "file new to the model", change: content("new bytes"), resends: walkNow},
 		{name: "symlink new to the model", change: func(path string) error { return os.Symlink("elsewhere", path) }, resends: walkNow},
 		{name: "file read back", before: content("old bytes"), change: content("new bytes"), resends: readBack},
+		{name: "file read back, then an earlier truncating open", before: content("old bytes"), change: content("new bytes"), resends: readBack, trunc: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -243,7 +260,11 @@ func TestWholeReadCoversEarlierWrites(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.resends(t, p)
-			if err := p.event(writeEvent(start+5, st.Ino, 0, []byte("old"))); err != nil {
+			ev := writeEvent(start+5, st.Ino, 0, []byte("old"))
+			if tt.trunc {
+				ev = truncOpenEvent(start+5, st.Ino, p.t.root.ino, "g")
+			}
+			if err := p.event(ev); err != nil {
 				t.Fatal(err)
 			}
 			if err := p.flush(); err != nil {

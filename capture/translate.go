@@ -294,7 +294,7 @@ func (p *processor) open(m *metaEv) {
 	cur := parent.children[name]
 	switch {
 	case cur != nil && cur.ino == ino:
-		if m.AtFlags&unix.O_TRUNC != 0 {
+		if m.AtFlags&unix.O_TRUNC != 0 && !covered(cur, m.H.Seq) {
 			p.emit(journal.Record{Op: journal.OpTruncate, Path: pth})
 			p.contentRace(cur, span{enter: m.H.EnterNs, exit: m.H.ExitNs, lo: 0, hi: toEOF})
 		}
