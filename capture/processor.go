@@ -46,8 +46,8 @@ type processor struct {
 	lastCounts    [cntMax]uint64
 	lastMisses    uint64
 	// kernel sequence numbers around the last walk of the master's tree
+	// (scanStart is set as a walk begins)
 	scanStart, scanEnd uint64
-	walkStart          uint64 // kernel sequence number when the current walk began
 	scanFull           bool
 	assert             bool             // walks send every name and attribute again
 	walkFirst          map[*node]string // first name a walk met for each file

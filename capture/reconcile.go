@@ -31,7 +31,7 @@ func (p *processor) reconcile(full bool) error {
 	if err != nil {
 		return err
 	}
-	p.walkStart = start
+	p.scanStart = start // what the walk sends whole covers the events before
 	if err := p.walk(func() error { return p.reconcileDir(p.t.root, "", full) }); err != nil {
 		return err
 	}
@@ -39,7 +39,7 @@ func (p *processor) reconcile(full bool) error {
 	if err != nil {
 		return err
 	}
-	p.scanStart, p.scanEnd, p.scanFull = start, end, full
+	p.scanEnd, p.scanFull = end, full
 	return nil
 }
 
@@ -135,13 +135,15 @@ func (p *processor) reconcileEntry(dn *node, name, rel string, st *unix.Stat_t, 
 				p.walkDirty = append(p.walkDirty, cur)
 			}
 		case p.assert:
-		case cur.symlink && !cur.attr.matches(st, true):
-			p.owner(cur, rel, st)
 		case !cur.attr.matches(st, cur.symlink):
 			// A directory learned only now has only its mkdir's mode; a
 			// chmod or chown addressed by a name the model had wrong
 			// reached another file.
-			p.attrs(cur, rel, st)
+			if cur.symlink {
+				p.owner(cur, rel, st)
+			} else {
+				p.attrs(cur, rel, st)
+			}
 		}
 		if cur.dir {
 			return p.reconcileDir(cur, rel, full)
@@ -210,7 +212,7 @@ func (p *processor) wholeSeq() uint64 {
 	if p.silent {
 		return 0
 	}
-	return p.walkStart
+	return p.scanStart
 }
 
 // covered reports whether the walk that sent n whole already read an event

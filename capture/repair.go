@@ -40,22 +40,22 @@ func (p *processor) dirtyNode(n *node, lo, hi int64) {
 
 // readBack returns false when the file at n's path is not n on the master
 // (yet): the range then waits for the event that moves it there.
-func (p *processor) readBack(n *node, lo, hi int64) (ok bool) {
+func (p *processor) readBack(n *node, lo, hi int64) (done bool) {
 	pth, ok := p.t.path(n)
 	if !ok {
 		delete(p.based, n)
 		return true // no name left: nothing to repair
 	}
-	// Events numbered before the read began are in what it reads.
-	seq, err := p.s.k.seqNow()
-	if err != nil || lo != 0 || hi != toEOF {
-		seq = 0
-	}
-	defer func() {
-		if ok {
-			n.wholeAt = max(n.wholeAt, seq)
+	if lo == 0 && hi == toEOF {
+		// Events numbered before the read began are in what it reads.
+		if seq, err := p.s.k.seqNow(); err == nil {
+			defer func() {
+				if done {
+					n.wholeAt = max(n.wholeAt, seq)
+				}
+			}()
 		}
-	}()
+	}
 	f, err := os.OpenFile(p.abs(pth), os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return false
